@@ -1,0 +1,78 @@
+"""The `edgeslim` command line: thin click commands that parse, call the API, print.
+
+Each command lives in edgeslim/commands/<name>.py; heavy imports (TensorFlow)
+happen inside the command body so `edgeslim --help` is instant. Any
+EdgeslimError becomes a one-paragraph message and exit code 2; a traceback is
+shown only with --debug (accepted anywhere on the command line).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgeslim import __version__
+from edgeslim.errors import EdgeslimError
+
+# command name -> module in edgeslim.commands defining `command`
+COMMANDS = {
+    "build": "build",
+    "check": "check",
+    "targets": "targets",
+    "flash": "flash",
+    "distill": "distill",
+    "example": "example",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs or is listed."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        mod = COMMANDS.get(name)
+        if mod is None:
+            return None
+        try:
+            return importlib.import_module(f"edgeslim.commands.{mod}").command
+        except ModuleNotFoundError as exc:
+            if exc.name == f"edgeslim.commands.{mod}":
+                return None
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeslimError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(exc.hint, err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeslim")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Compress a Keras model, convert it to int8 TFLite, fit it to a device, measure it."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or ctx.obj.get("debug", False)
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args = [a for a in args if a != "--debug"]
+    return cli.main(args=args, obj={"debug": debug}, prog_name="edgeslim")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

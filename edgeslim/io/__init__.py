@@ -1,0 +1,1 @@
+"""Loading users' models (Keras 3 bridge, safe loading) and data sets."""
