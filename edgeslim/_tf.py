@@ -42,8 +42,20 @@ def cap_threads() -> None:
             pass  # already initialised; the first setting stays
 
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+from edgeslim._quiet import native_stderr_to  # noqa: E402
+
+_import_log: list[str] = []
+try:
+    with native_stderr_to(_import_log):  # CUDA probing noise on machines without a GPU
+        import tensorflow as tf
+        import tf_keras as keras
+
+        tf.config.list_physical_devices("GPU")
+except BaseException:
+    import sys as _sys
+
+    _sys.stderr.write("".join(_import_log))
+    raise
 
 cap_threads()
 

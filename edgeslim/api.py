@@ -1,0 +1,192 @@
+"""The public Python API: everything the CLI does, one call away.
+
+    import edgeslim
+    result = edgeslim.build("model.keras", "data.npz", target="rpi4", out="out")
+    result.report["metric"]
+
+Works in a notebook that already imported TensorFlow with Keras 3 and passes an
+in-memory Keras 3 model: TFMOT needs Keras 2 (tf_keras), which a process can
+only select before TensorFlow is first imported, so in that case the model and
+data are saved to a temporary folder and the build runs in a child Python
+process; the result is read back from the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.pipeline import BuildResult, Progress
+
+# keyword arguments of build() that map onto recipe flags
+_FLAG_KEYS = (
+    "seed", "sparsity", "structure", "clusters", "epochs", "prune_epochs", "cluster_epochs",
+    "qat_epochs", "representative_samples", "allow_float_fallback",
+)
+
+
+def _is_keras3_model(model) -> bool:
+    mod = type(model).__module__
+    return mod.startswith("keras.") or mod == "keras"
+
+
+def _tf_keras_usable_here() -> bool:
+    """True when TFMOT can run in this process (tf.keras is, or can still become, tf_keras)."""
+    if "tensorflow" not in sys.modules:
+        return True
+    from edgeslim._tf import legacy_keras_active
+
+    return legacy_keras_active()
+
+
+def load_model(path, *, trust: bool = False):
+    from edgeslim.io.models import load_model as _load
+
+    return _load(path, trust=trust)
+
+
+def load_data(path, **kwargs):
+    from edgeslim.io.data import load_data as _load
+
+    return _load(path, **kwargs)
+
+
+def build(
+    model,
+    data,
+    *,
+    target: str = "rpi",
+    recipe=None,
+    out: str | Path = "out",
+    no_prune: bool = False,
+    no_cluster: bool = False,
+    no_qat: bool = False,
+    ram=None,
+    flash=None,
+    trust_model: bool = False,
+    backend: str = "tflm",
+    labels: list[str] | None = None,
+    name: str | None = None,
+    verbose: bool = True,
+    **flags: Any,
+) -> BuildResult:
+    """Compress, convert, check and bundle ``model`` for ``target``; see ``edgeslim build --help``.
+
+    ``model``: a path, a tf_keras model, or a Keras 3 model. ``data``: a path (.npz,
+    image folder), a Dataset, or a dict of arrays with the .npz keys.
+    Other keyword arguments are the recipe flags: seed, sparsity, structure,
+    clusters, epochs, prune_epochs, cluster_epochs, qat_epochs,
+    representative_samples, allow_float_fallback.
+    """
+    from edgeslim import recipe as recipe_mod
+
+    unknown = sorted(set(flags) - set(_FLAG_KEYS))
+    if unknown:
+        raise TypeError(f"build() got unknown keyword argument(s): {', '.join(unknown)}")
+    drop = tuple(s for s, off in (("prune", no_prune), ("cluster", no_cluster), ("qat", no_qat)) if off)
+
+    in_process = _tf_keras_usable_here() and not _is_keras3_model(model)
+    if in_process:
+        if isinstance(data, dict):
+            data = _dict_to_dataset_path(data, Path(tempfile.mkdtemp(prefix="edgeslim-data-")))
+        table = recipe_mod.flags_to_table(**flags)
+        progress = Progress(echo=(lambda line: print(line, flush=True)) if verbose else (lambda line: None))
+        from edgeslim.pipeline import build as _build
+
+        return _build(
+            model, data, target=target, recipe=recipe, flags=table, drop_stages=drop, out=out,
+            ram=ram, flash=flash, trust_model=trust_model, backend=backend, labels=labels,
+            name=name, progress=progress,
+        )
+    return _build_in_child(
+        model, data, target=target, recipe=recipe, out=out, drop=drop, ram=ram, flash=flash,
+        trust_model=trust_model, backend=backend, labels=labels, name=name, verbose=verbose,
+        flags=flags,
+    )
+
+
+def _dict_to_dataset_path(data: dict, folder: Path) -> Path:
+    path = folder / "data.npz"
+    np.savez(path, **{k: np.asarray(v) for k, v in data.items()})
+    return path
+
+
+def _dataset_to_npz(ds, folder: Path) -> Path:
+    path = folder / "data.npz"
+    np.savez(path, x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val,
+             x_test=ds.x_test, y_test=ds.y_test)
+    return path
+
+
+def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust_model, backend,
+                    labels, name, verbose, flags) -> BuildResult:
+    from edgeslim import recipe as recipe_mod
+    from edgeslim.io.dataset import Dataset
+
+    with tempfile.TemporaryDirectory(prefix="edgeslim-child-") as tmp:
+        tmp = Path(tmp)
+        if isinstance(model, (str, Path)):
+            model_path = Path(model)
+        else:
+            model_path = tmp / f"{name or getattr(model, 'name', None) or 'model'}.keras"
+            model.save(model_path)
+        if isinstance(data, Dataset):
+            data_path = _dataset_to_npz(data, tmp)
+        elif isinstance(data, dict):
+            data_path = _dict_to_dataset_path(data, tmp)
+        else:
+            data_path = Path(data)
+        cmd = [sys.executable, "-m", "edgeslim.cli", "build", str(model_path), "--data", str(data_path),
+               "--target", target, "--out", str(out), "--backend", backend]
+        if isinstance(recipe, recipe_mod.Recipe):
+            (tmp / "recipe.toml").write_text(recipe.to_toml())
+            cmd += ["--recipe", str(tmp / "recipe.toml")]
+        elif isinstance(recipe, dict):
+            import tomli_w
+
+            (tmp / "recipe.toml").write_text(tomli_w.dumps(recipe))
+            cmd += ["--recipe", str(tmp / "recipe.toml")]
+        elif recipe is not None:
+            cmd += ["--recipe", str(recipe)]
+        for key, value in flags.items():
+            opt = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                if value:
+                    cmd.append(opt)
+            elif value is not None:
+                cmd += [opt, str(value)]
+        for stage in drop:
+            cmd.append(f"--no-{stage}")
+        for opt, value in (("--ram", ram), ("--flash", flash), ("--name", name)):
+            if value is not None:
+                cmd += [opt, str(value)]
+        if trust_model:
+            cmd.append("--trust-model")
+        if labels:
+            (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
+            cmd += ["--labels", str(tmp / "labels.txt")]
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if verbose and proc.stdout:
+            print(proc.stdout, end="")
+        if proc.returncode != 0:
+            message = proc.stderr.strip().splitlines()
+            errors = [line for line in message if line.startswith("error:")]
+            raise EdgeslimError(
+                errors[-1][len("error: "):] if errors else f"the build failed (exit {proc.returncode})",
+                "\n".join(message[-5:]) if not errors else None,
+            )
+    from edgeslim.pipeline import _safe_dir_name
+
+    bundle_dir = Path(out) / _safe_dir_name(target)
+    report = json.loads((bundle_dir / "report.json").read_text())
+    return BuildResult(bundle_dir=bundle_dir, model_path=bundle_dir / "model.tflite", report=report,
+                       recipe=report.get("recipe"))

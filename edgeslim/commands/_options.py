@@ -1,0 +1,64 @@
+"""Options and output shared by the commands that run a build (build, example)."""
+
+from __future__ import annotations
+
+import click
+
+_RECIPE_FLAGS = [
+    click.option("--seed", type=int, help="Make the build reproducible (byte-identical model.tflite)."),
+    click.option("--sparsity", type=float, help="Pruning target sparsity, e.g. 0.5."),
+    click.option("--structure", type=click.Choice(["unstructured", "2:4"]), help="Pruning structure."),
+    click.option("--clusters", type=int, help="Clusters (shared weight values) per layer, e.g. 16."),
+    click.option("--epochs", type=int, help="Fine-tuning epochs for every stage."),
+    click.option("--prune-epochs", type=int, help="Fine-tuning epochs of the prune stage."),
+    click.option("--cluster-epochs", type=int, help="Fine-tuning epochs of the cluster stage."),
+    click.option("--qat-epochs", type=int, help="Epochs of quantization-aware training."),
+    click.option("--no-prune", is_flag=True, help="Skip pruning."),
+    click.option("--no-cluster", is_flag=True, help="Skip clustering."),
+    click.option("--no-qat", is_flag=True, help="Skip QAT (post-training quantization only)."),
+    click.option("--representative-samples", type=int,
+                 help="Calibration samples for the int8 conversion (default 200)."),
+    click.option("--allow-float-fallback", is_flag=True,
+                 help="Accept ops that stay float instead of failing (not for microcontrollers)."),
+]
+
+
+def recipe_options(fn):
+    """Apply the common recipe flags to a click command."""
+    for opt in reversed(_RECIPE_FLAGS):
+        fn = opt(fn)
+    return fn
+
+
+def print_summary(result) -> None:
+    """The short table a build ends with: float vs final, size, what each stage did."""
+    from rich.console import Console
+    from rich.table import Table
+
+    r = result.report
+    m = r["metric"]
+    console = Console(highlight=False)
+    table = Table(title=f"edgeslim: {r['model']['name']} -> {r['target']['name']}")
+    table.add_column("stage")
+    table.add_column(m["name"], justify="right")
+    table.add_column("params", justify="right")
+    table.add_column(".tflite", justify="right")
+    table.add_column("gzip'd", justify="right")
+    table.add_column("time", justify="right")
+    for s in r["stages"]:
+        metric = f"{s['metric']:.4f}"
+        if s.get("metric_tflm") is not None:
+            metric += f" (TFLM {s['metric_tflm']:.4f})"
+        table.add_row(s["name"], metric, str(s["params"]), f"{s['tflite_bytes']:,} B",
+                      f"{s['tflite_gzip_bytes']:,} B", f"{s['wall_s']:.1f}s")
+    console.print(table)
+    size = r["size"]
+    console.print(
+        f"{m['name']}: float {m['float']:.4f} -> int8 {m['int8']:.4f} (drop {m['drop']:+.4f}); "
+        f"gzip'd size {size['float_tflite_gzip_bytes']:,} B -> {size['int8_tflite_gzip_bytes']:,} B "
+        f"({size['gzip_ratio']:.1f}x smaller)"
+    )
+    pc = r.get("per_class")
+    if pc and pc.get("flagged"):
+        console.print(f"[bold]classes that lost most:[/bold] {', '.join(pc['flagged'])} (see report.md)")
+    console.print(f"bundle: {result.bundle_dir}")

@@ -1,0 +1,46 @@
+"""`edgeslim build`: Keras model + data -> compressed, int8, checked bundle for a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeslim.commands._options import print_summary, recipe_options
+
+
+@click.command("build")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+              help=".npz (x_train, y_train[, x_val, y_val, x_test, y_test]) or an image folder with class sub-folders.")
+@click.option("--target", "-t", default="rpi", show_default=True,
+              help="Target profile name (see `edgeslim targets`) or a path to a board .toml.")
+@click.option("--out", "-o", default="out", show_default=True, type=click.Path(path_type=Path),
+              help="Output folder; the bundle goes to OUT/<target as typed>/.")
+@click.option("--recipe", type=click.Path(path_type=Path), help="Recipe TOML (docs/recipe.md).")
+@recipe_options
+@click.option("--ram", help="Override the target's RAM budget, e.g. 192k (k = 1024).")
+@click.option("--flash", help="Override the target's flash budget, e.g. 512k.")
+@click.option("--backend", type=click.Choice(["tflm", "c"]), default="tflm", show_default=True,
+              help="Microcontroller code: TFLite Micro bundle, or also edgeslim's interpreter-free C.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Text file with one class name per line, shipped in the bundle.")
+@click.option("--name", help="Model name used in file and C identifiers (default: the file's stem).")
+@click.option("--trust-model", is_flag=True,
+              help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
+def command(model, data, target, out, recipe, ram, flash, backend, labels, name, trust_model, **flags):
+    """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
+    target and write a deployable bundle."""
+    from edgeslim import recipe as recipe_mod
+    from edgeslim.pipeline import Progress, build
+
+    drop = tuple(s for s in ("prune", "cluster", "qat") if flags.pop(f"no_{s}", False))
+    label_list = None
+    if labels:
+        label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    result = build(
+        model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
+        drop_stages=drop, out=out, ram=ram, flash=flash, trust_model=trust_model,
+        backend=backend, labels=label_list, name=name, progress=Progress(echo=click.echo),
+    )
+    print_summary(result)

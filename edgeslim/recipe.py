@@ -1,0 +1,311 @@
+"""The recipe: which stages run, in which order, with which settings.
+
+A recipe is TOML (documented in docs/recipe.md). Layers of settings, each
+overriding the one before: built-in defaults < the target profile's recipe <
+the user's recipe file < command-line flags. The recipe actually used is
+written into every bundle (recipe.toml) and parses back to the same Recipe.
+
+Every stage's settings are a frozen dataclass owned by the stage's module
+(``edgeslim.compress.prune.PruneConfig``, ...); this module only maps TOML
+tables onto them, so adding a setting to a stage is adding a field there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import RecipeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# stage name -> (module, config class, function). Order here is the default order.
+STAGES: dict[str, tuple[str, str, str]] = {
+    "prune": ("edgeslim.compress.prune", "PruneConfig", "prune"),
+    "cluster": ("edgeslim.compress.cluster", "ClusterConfig", "cluster"),
+    "qat": ("edgeslim.compress.qat", "QATConfig", "qat"),
+}
+DEFAULT_STAGES = ("prune", "cluster", "qat")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Settings of the whole build (the ``[build]`` table)."""
+
+    seed: int | None = None
+    representative_samples: int = 200
+    allow_float_fallback: bool = False
+    int8_io: bool = True
+    batch_size: int = 32
+    patience: int = 2
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    stages: tuple[str, ...] = DEFAULT_STAGES
+
+    def validate(self) -> None:
+        if self.representative_samples < 1:
+            raise RecipeError("build.representative_samples must be at least 1",
+                              "Use e.g. 100-500 calibration samples.")
+        if self.batch_size < 1:
+            raise RecipeError("build.batch_size must be at least 1")
+        if self.patience < 0:
+            raise RecipeError("build.patience must be 0 or more")
+        if not 0 < self.learning_rate < 1:
+            raise RecipeError("build.learning_rate must be between 0 and 1")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, key) < 0.9:
+                raise RecipeError(f"build.{key} must be between 0 and 0.9")
+        for s in self.stages:
+            if s not in STAGES:
+                raise RecipeError(
+                    f"build.stages names an unknown stage {s!r}",
+                    f"Valid stages: {', '.join(STAGES)}.",
+                )
+        if len(set(self.stages)) != len(self.stages):
+            raise RecipeError("build.stages lists a stage twice")
+
+
+def stage_config_class(name: str):
+    module, cls, _ = STAGES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def stage_function(name: str):
+    module, _, fn = STAGES[name]
+    return getattr(importlib.import_module(module), fn)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The build settings and one config per known stage (used or not)."""
+
+    build: BuildConfig = field(default_factory=BuildConfig)
+    stages: dict = field(default_factory=dict)  # stage name -> config dataclass
+
+    def config(self, stage: str):
+        return self.stages[stage]
+
+    @property
+    def active_stages(self) -> tuple[str, ...]:
+        return self.build.stages
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"build": _to_toml_value(dataclasses.asdict(self.build))}
+        for name in self.active_stages:
+            out[name] = _config_to_table(self.stages[name])
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        header = "# edgeslim recipe: the settings this bundle was built with (docs/recipe.md)\n"
+        return header + tomli_w.dumps(self.to_dict())
+
+
+# -- TOML <-> dataclasses --------------------------------------------------------
+
+
+def _to_toml_value(value):
+    """TOML has no null: None values are left out; tuples become lists."""
+    if isinstance(value, dict):
+        return {k: _to_toml_value(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_to_toml_value(v) for v in value]
+    return value
+
+
+def _config_to_table(cfg) -> dict:
+    table = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "overrides":
+            if value:
+                table["override"] = [_to_toml_value(dataclasses.asdict(o)) for o in value]
+            continue
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if value is not None:
+            table[f.name] = _to_toml_value(value)
+    return table
+
+
+def _check_type(where: str, key: str, value, default, hint_type):
+    """Loose type check against the field's default value/annotation."""
+    text = str(hint_type)
+    if isinstance(value, bool):
+        ok = "bool" in text
+    elif isinstance(value, int):
+        ok = "int" in text or "float" in text
+    elif isinstance(value, float):
+        ok = "float" in text
+    elif isinstance(value, str):
+        ok = "str" in text
+    elif isinstance(value, list):
+        ok = "tuple" in text or "list" in text
+    else:
+        ok = False
+    if not ok:
+        raise RecipeError(
+            f"recipe key {where}.{key} has the wrong type: got {value!r}, expected {text}",
+            f"See docs/recipe.md for {where}.{key}.",
+        )
+
+
+def _build_dataclass(cls, table: dict, where: str, override_cls=None):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    valid = sorted((names - {"overrides"}) | ({"override"} if "overrides" in names else set()))
+    kwargs = {}
+    for key, value in table.items():
+        if key == "override" and "overrides" in names:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise RecipeError(
+                    f"recipe key {where}.override must be an array of tables ([[{where}.override]])"
+                )
+            kwargs["overrides"] = tuple(
+                _build_dataclass(override_cls, v, f"{where}.override") for v in value
+            )
+            continue
+        if key not in names or key == "overrides":
+            raise RecipeError(
+                f"unknown recipe key {where}.{key}",
+                f"Valid keys in [{where}]: {', '.join(valid)}.",
+            )
+        _check_type(where, key, value, None, hints.get(key, type(value)))
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(value, int) and not isinstance(value, bool) and "float" in str(hints.get(key)) and "int" not in str(hints.get(key)):
+            value = float(value)
+        kwargs[key] = value
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"invalid settings in [{where}]: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except RecipeError:
+            raise
+        except ValueError as exc:
+            raise RecipeError(f"invalid settings in [{where}]: {exc}") from None
+    return obj
+
+
+def merge_tables(base: dict, top: dict) -> dict:
+    """Deep-merge recipe tables: ``top`` wins; arrays (overrides, stages) are replaced."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_tables(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_dict(table: dict, *, source: str = "recipe") -> Recipe:
+    """Build and validate a Recipe from TOML-shaped tables."""
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: a recipe must be a table of tables")
+    valid = ["build", *STAGES]
+    for key in table:
+        if key not in valid:
+            raise RecipeError(
+                f"unknown recipe key {key!r} in {source}",
+                f"Valid top-level tables: {', '.join(valid)}.",
+            )
+        if not isinstance(table[key], dict):
+            raise RecipeError(f"recipe key {key!r} in {source} must be a table ([{key}])")
+    build = _build_dataclass(BuildConfig, table.get("build", {}), "build")
+    build.validate()
+    stages = {}
+    for name in STAGES:
+        cls = stage_config_class(name)
+        override_cls = getattr(importlib.import_module("edgeslim.compress.overrides"), "LayerOverride")
+        stages[name] = _build_dataclass(cls, table.get(name, {}), name, override_cls)
+    return Recipe(build=build, stages=stages)
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}", "Pass an existing .toml file with --recipe.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"recipe file {path} is not valid TOML: {exc}") from None
+
+
+def resolve(
+    *,
+    target_recipe: dict | None = None,
+    recipe_file: str | Path | None = None,
+    recipe_table: dict | None = None,
+    flags: dict | None = None,
+    drop_stages: tuple[str, ...] = (),
+) -> Recipe:
+    """Layer the settings: defaults < target < recipe file/table < CLI flags.
+
+    ``drop_stages`` (from --no-prune etc.) removes stages from whatever list the
+    layers above settled on.
+    """
+    table: dict = {}
+    if target_recipe:
+        table = merge_tables(table, target_recipe)
+    source = "recipe"
+    if recipe_file is not None:
+        table = merge_tables(table, load_toml(recipe_file))
+        source = str(recipe_file)
+    if recipe_table:
+        table = merge_tables(table, recipe_table)
+    if flags:
+        table = merge_tables(table, flags)
+    if drop_stages:
+        stages = table.get("build", {}).get("stages", list(DEFAULT_STAGES))
+        table = merge_tables(table, {"build": {"stages": [s for s in stages if s not in drop_stages]}})
+    return from_dict(table, source=source)
+
+
+def flags_to_table(
+    *,
+    seed: int | None = None,
+    sparsity: float | None = None,
+    structure: str | None = None,
+    clusters: int | None = None,
+    epochs: int | None = None,
+    prune_epochs: int | None = None,
+    cluster_epochs: int | None = None,
+    qat_epochs: int | None = None,
+    representative_samples: int | None = None,
+    allow_float_fallback: bool = False,
+) -> dict:
+    """The common CLI flags as recipe tables (only what the user set)."""
+    t: dict[str, dict] = {"build": {}, "prune": {}, "cluster": {}, "qat": {}}
+    if seed is not None:
+        t["build"]["seed"] = seed
+    if representative_samples is not None:
+        t["build"]["representative_samples"] = representative_samples
+    if allow_float_fallback:
+        t["build"]["allow_float_fallback"] = True
+    if sparsity is not None:
+        t["prune"]["sparsity"] = sparsity
+    if structure is not None:
+        t["prune"]["structure"] = structure
+    if clusters is not None:
+        t["cluster"]["clusters"] = clusters
+    for stage in ("prune", "cluster", "qat"):
+        if epochs is not None:
+            t[stage]["epochs"] = epochs
+    for stage, value in (("prune", prune_epochs), ("cluster", cluster_epochs), ("qat", qat_epochs)):
+        if value is not None:
+            t[stage]["epochs"] = value
+    return {k: v for k, v in t.items() if v}

@@ -1,0 +1,94 @@
+"""report.json (schema in docs/report.md, versioned) and report.md.
+
+The report is built from what the other steps measured; nothing here measures.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import jinja2
+
+from edgeslim import __version__
+
+SCHEMA_VERSION = 1
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def library_versions() -> dict:
+    from edgeslim.bundle.manifest import library_versions as _versions
+
+    return {"edgeslim": __version__, "python": platform.python_version(), **_versions()}
+
+
+def _target_dict(target) -> dict:
+    to_dict = getattr(target, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    return {"name": target.name, "profile": getattr(target, "profile", None), "kind": target.kind}
+
+
+def make_report(
+    *, model_name, model_source, model_notes, target, dataset, recipe, stages, float_metric,
+    int8_metric, micro_metric, micro_agreement, float_tflite_bytes, float_tflite_gzip, final,
+    per_class, qat_ran, qat_skipped, check, timings, total_s, not_reached,
+) -> dict:
+    higher = dataset.higher_is_better
+    drop = (float_metric - int8_metric) if higher else (int8_metric - float_metric)
+    inspect = final["inspect"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "edgeslim", "versions": library_versions()},
+        "model": {"name": model_name, **model_source, "notes": model_notes},
+        "target": _target_dict(target),
+        "data": {
+            "source": dataset.source, "task": dataset.task, "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names) if dataset.class_names else None,
+            "train": int(len(dataset.x_train)), "val": int(len(dataset.x_val)),
+            "test": int(len(dataset.x_test)), "notes": list(dataset.notes),
+        },
+        "recipe": recipe.to_dict(),
+        "metric": {
+            "name": dataset.metric_name,
+            "higher_is_better": higher,
+            "evaluated_on": "test",
+            "float": float_metric,
+            "int8": int8_metric,
+            "int8_tflm": micro_metric,
+            "tflm_litert_top1_agreement": micro_agreement,
+            "drop": drop,
+        },
+        "size": {
+            "float_tflite_bytes": float_tflite_bytes,
+            "float_tflite_gzip_bytes": float_tflite_gzip,
+            "int8_tflite_bytes": final["bytes"],
+            "int8_tflite_gzip_bytes": final["gzip_bytes"],
+            "gzip_ratio": float_tflite_gzip / final["gzip_bytes"],
+        },
+        "stages": stages,
+        "per_class": per_class,
+        "ops": inspect.get("op_names"),
+        "layers": inspect.get("weights"),
+        "targets_not_reached": not_reached,
+        "qat": {
+            "ran": qat_ran,
+            "left_out": [{"layer": k, "reason": v} for k, v in sorted((qat_skipped or {}).items())],
+        },
+        "check": check.to_dict() if hasattr(check, "to_dict") else check,
+        "timings_s": {**timings, "total": total_s},
+    }
+
+
+def render_markdown(report: dict) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
+    env.filters["num"] = lambda v, d=4: "n/a" if v is None else f"{v:.{d}f}"
+    env.filters["kib"] = lambda v: "n/a" if v is None else f"{v / 1024:.1f} KiB"
+    return env.get_template("report.md.j2").render(r=report)

@@ -1,0 +1,139 @@
+"""End to end: the digits example through the default recipe (prune + cluster + QAT),
+for a microcontroller target, with real TFMOT, conversion, LiteRT and TFLite Micro."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeslim.cli import cli
+
+SEED = 7
+TARGET = "cortex-m4"
+# Fast but real: every stage fine-tunes; the example model starts trained.
+FLAGS = ["--seed", str(SEED), "--epochs", "2", "--sparsity", "0.5", "--clusters", "16"]
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def mcu_build(tmp_path_factory, digits_keras3_path, digits_npz):
+    """One full build through the Python API (the same code path as the CLI)."""
+    from edgeslim.pipeline import build
+    from edgeslim import recipe as R
+
+    out = tmp_path_factory.mktemp("build_api")
+    flags = R.flags_to_table(seed=SEED, epochs=2, sparsity=0.5, clusters=16)
+    return build(digits_keras3_path, digits_npz, target=TARGET, flags=flags, out=out)
+
+
+@pytest.fixture(scope="session")
+def mcu_build_cli(tmp_path_factory, digits_keras3_path, digits_npz):
+    """The same build again, through the command line."""
+    out = tmp_path_factory.mktemp("build_cli")
+    result = CliRunner().invoke(
+        cli, ["build", str(digits_keras3_path), "--data", str(digits_npz), "--target", TARGET,
+              "-o", str(out), *FLAGS], obj={"debug": True}, catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return out / TARGET, result.output
+
+
+def test_bundle_layout(mcu_build):
+    b = mcu_build.bundle_dir
+    for name in ("model.tflite", "report.json", "report.md", "recipe.toml", "manifest.json"):
+        assert (b / name).is_file(), name
+    assert (b / "tflm").is_dir()
+    manifest = json.loads((b / "manifest.json").read_text())
+    assert _sha(b / "model.tflite") in json.dumps(manifest)
+    # nothing left over from the atomic write
+    assert [p.name for p in b.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_int8_accuracy_within_two_points(mcu_build):
+    m = mcu_build.report["metric"]
+    assert m["name"] == "accuracy"
+    assert m["float"] >= 0.93
+    assert m["float"] - m["int8"] <= 0.02, m
+    # TFLite Micro's reference kernels (what the device runs) agree with LiteRT
+    assert m["int8_tflm"] is not None and abs(m["int8_tflm"] - m["int8"]) <= 0.01
+    assert m["tflm_litert_top1_agreement"] >= 0.98
+
+
+def test_model_is_fully_int8(mcu_build):
+    from edgeslim.evaluate import io_details
+    from edgeslim.tflite_inspect import inspect_tflite
+
+    data = mcu_build.model_path.read_bytes()
+    qin, qout = io_details(data)
+    assert qin.dtype == np.int8 and qout.dtype == np.int8
+    assert inspect_tflite(data).float_ops == []
+
+
+def test_gzip_size_at_least_4x_smaller(mcu_build):
+    s = mcu_build.report["size"]
+    assert s["float_tflite_gzip_bytes"] >= 4 * s["int8_tflite_gzip_bytes"], s
+
+
+def _layers(report) -> dict:
+    return {layer["layer"]: layer for layer in report["layers"]}
+
+
+def test_sparsity_reached_in_the_int8_file_depthwise_included(mcu_build):
+    layers = _layers(mcu_build.report)
+    rcp = mcu_build.recipe.config("prune")
+    dw = [n for n, l in layers.items() if l["op"] == "DEPTHWISE_CONV_2D"]
+    assert len(dw) == 2
+    for name in dw:
+        assert layers[name]["sparsity"] >= rcp.depthwise_sparsity - 0.02, (name, layers[name])
+    for name in ("conv1", "pw1", "pw2", "fc1"):
+        assert layers[name]["sparsity"] >= rcp.sparsity - 0.02, (name, layers[name])
+
+
+def test_clusters_per_output_channel_in_the_int8_file(mcu_build):
+    layers = _layers(mcu_build.report)
+    for name in ("conv1", "dw1", "pw1", "dw2", "pw2", "fc1"):
+        assert layers[name]["unique_per_channel_max"] <= 16, (name, layers[name])
+
+
+def test_report_says_which_layers_went_through_qat(mcu_build):
+    r = mcu_build.report
+    assert r["qat"]["ran"] is True
+    qat_stage = next(s for s in r["stages"] if s["name"] == "qat")
+    annotated = set(qat_stage["info"].get("annotated_layers", []))
+    assert {"conv1", "dw1", "pw1", "dw2", "pw2", "fc1", "output"} <= annotated, qat_stage["info"]
+
+
+def test_report_has_every_stage_and_per_class(mcu_build):
+    r = mcu_build.report
+    assert [s["name"] for s in r["stages"]] == ["baseline", "prune", "cluster", "qat", "int8"]
+    for s in r["stages"]:
+        assert s["tflite_bytes"] > 0 and s["tflite_gzip_bytes"] > 0 and s["params"] > 0
+    pc = r["per_class"]
+    assert len(pc["classes"]) == 10
+    assert abs(pc["overall_drop"] - r["metric"]["drop"]) < 1e-9
+    assert "CONV_2D" in r["ops"] and "DEPTHWISE_CONV_2D" in r["ops"]
+    arena = r["check"]["arena_bytes"]
+    assert 1024 < arena < 256 * 1024
+    md = (mcu_build.bundle_dir / "report.md").read_text()
+    assert "Per-class accuracy" in md and "dw1" in md
+
+
+def test_same_seed_gives_the_same_model(mcu_build, mcu_build_cli):
+    bundle, output = mcu_build_cli
+    assert _sha(bundle / "model.tflite") == _sha(mcu_build.model_path)
+    # the CLI ends with the summary table
+    assert "gzip'd size" in output and "drop" in output
+
+
+def test_recipe_in_bundle_rebuilds_the_same_recipe(mcu_build):
+    from edgeslim import recipe as R
+
+    again = R.resolve(recipe_file=mcu_build.bundle_dir / "recipe.toml")
+    assert again == mcu_build.recipe
