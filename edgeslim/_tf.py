@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ side logs harmless "errors" (CUDA probing, tf.data attribute
+# mismatches) on every run; real failures still surface as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if os.environ.get("EDGESLIM_DEBUG") else "3")
 if "tensorflow" not in sys.modules:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
@@ -58,5 +60,7 @@ except BaseException:
     raise
 
 cap_threads()
+if not os.environ.get("EDGESLIM_DEBUG"):
+    tf.get_logger().setLevel("ERROR")
 
 __all__ = ["tf", "keras", "legacy_keras_active", "cap_threads"]

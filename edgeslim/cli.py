@@ -9,6 +9,7 @@ shown only with --debug (accepted anywhere on the command line).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -67,10 +68,15 @@ def cli(ctx, debug):
 
 
 def main(argv=None):
+    # Before anything imports TensorFlow (Keras 3 imports it too): tf.keras must be
+    # tf_keras for TFMOT, and TensorFlow's C++ log noise stays off the terminal.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args = [a for a in args if a != "--debug"]
+        os.environ["EDGESLIM_DEBUG"] = "1"
     return cli.main(args=args, obj={"debug": debug}, prog_name="edgeslim")
 
 

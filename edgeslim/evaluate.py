@@ -43,8 +43,11 @@ def _io(detail: dict) -> IOQuant:
 def litert_interpreter(model_bytes: bytes):
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgeslim._quiet import native_stderr_to
+
     threads = int(os.environ.get("EDGESLIM_THREADS", "0")) or None
-    return Interpreter(model_content=model_bytes, num_threads=threads)
+    with native_stderr_to([]):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        return Interpreter(model_content=model_bytes, num_threads=threads)
 
 
 def io_details(model_bytes: bytes) -> tuple[IOQuant, IOQuant]:

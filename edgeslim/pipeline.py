@@ -138,7 +138,9 @@ def _tflite_figures(data: bytes, layer_names=None) -> dict:
 
     info = inspect_tflite(data, layer_names)
     d = info.to_dict()
-    return {"bytes": len(data), "gzip_bytes": _gzip_size(data), "inspect": d, "info": info}
+    nonzero = int(sum(w.values.size - int(w.zeros_mask().sum()) for w in info.weights))
+    return {"bytes": len(data), "gzip_bytes": _gzip_size(data), "inspect": d, "info": info,
+            "nonzero_weights": nonzero}
 
 
 def build(
@@ -277,7 +279,9 @@ def build(
         wall = time.monotonic() - t
         timings[stage] = wall
         stages_report.append({
-            "name": stage, "metric": metric, "params": count_params(current),
+            # QAT adds quantizer state to the weights: count the model it wraps.
+            "name": stage, "metric": metric, "params": count_params(float_model),
+            "nonzero_weights": figs["nonzero_weights"],
             "tflite_bytes": figs["bytes"], "tflite_gzip_bytes": figs["gzip_bytes"],
             "tflite_kind": "int8", "weights": figs["inspect"].get("weights"),
             "info": outcome.info, "skipped": outcome.skipped, "wall_s": wall,
@@ -321,7 +325,8 @@ def build(
     timings["evaluate"] = time.monotonic() - t
     stages_report.append({
         "name": "int8", "metric": int8_metric, "metric_tflm": micro_metric,
-        "params": count_params(current), "tflite_bytes": final["bytes"],
+        "params": count_params(float_model), "nonzero_weights": final["nonzero_weights"],
+        "tflite_bytes": final["bytes"],
         "tflite_gzip_bytes": final["gzip_bytes"], "tflite_kind": "int8",
         "weights": final["inspect"].get("weights"), "wall_s": timings["convert"] + timings["evaluate"],
     })

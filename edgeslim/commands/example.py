@@ -21,6 +21,7 @@ from edgeslim.commands._options import print_summary, recipe_options
 @click.option("--backend", type=click.Choice(["tflm", "c"]), default="tflm", show_default=True)
 def command(target, out, backend, **flags):
     """Train the built-in digits example and build it for TARGET."""
+    import edgeslim._tf  # noqa: F401  (TensorFlow with tf_keras, before Keras 3 loads it)
     from edgeslim import examples
     from edgeslim import recipe as recipe_mod
     from edgeslim.pipeline import Progress, build

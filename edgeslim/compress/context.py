@@ -21,11 +21,11 @@ class StageOutcome:
     skipped: dict = field(default_factory=dict)
 
 
-def _outputs_are_probabilities(model) -> bool:
-    last = model.layers[-1]
-    act = getattr(last, "activation", None)
-    name = getattr(act, "__name__", "") if act is not None else ""
-    return name == "softmax" or last.__class__.__name__ == "Softmax"
+def _outputs_are_probabilities(model, x: np.ndarray) -> bool:
+    """Does the model end in a softmax? Decided from its outputs, not its layer
+    classes: pruning, clustering and QAT wrap the last layer and its activation."""
+    y = np.asarray(model(x[:16], training=False))
+    return bool(np.all(y >= 0) and np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +48,7 @@ class StageContext:
     def loss(self, model):
         if self.data.task == CLASSIFICATION:
             return keras.losses.SparseCategoricalCrossentropy(
-                from_logits=not _outputs_are_probabilities(model)
+                from_logits=not _outputs_are_probabilities(model, self.data.x_train)
             )
         return keras.losses.MeanSquaredError()
 
