@@ -1,0 +1,49 @@
+"""The Raspberry Pi bundle: the device agent, install.sh, a systemd unit, labels.
+
+Written next to the model.tflite the pipeline put at the bundle's top, so the
+whole bundle is what gets copied to the Pi (``edgeslim flash --host``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from edgeslim import __version__
+from edgeslim.bundle.render import c_identifier, render_to
+from edgeslim.targets import Target
+
+MODEL_FILE = "model.tflite"
+
+
+def write_labels(path: Path, labels: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{str(l).replace(chr(10), ' ')}\n" for l in labels), encoding="utf-8")
+    return path
+
+
+def write_rpi(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_name: str,
+              labels: list[str] | None) -> list[Path]:
+    ctx = {
+        "version": __version__,
+        "model_name": model_name,
+        "ident": c_identifier(model_name),
+        "model_file": MODEL_FILE,
+        "model_bytes": len(model_bytes),
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "num_threads": int(target.runtime_options.get("num_threads", 4)),
+        "target": target,
+    }
+    written = [
+        render_to(bundle_dir / "agent.py", "rpi/agent.py.j2", mode=0o755, **ctx),
+        render_to(bundle_dir / "install.sh", "rpi/install.sh.j2", mode=0o755, **ctx),
+        render_to(bundle_dir / "edgeslim-agent.service", "rpi/edgeslim-agent.service.j2", **ctx),
+        render_to(bundle_dir / "README.md", "rpi/README.md.j2", **ctx),
+    ]
+    if labels:
+        written.append(write_labels(bundle_dir / "labels.txt", labels))
+    model_path = bundle_dir / MODEL_FILE
+    if not model_path.exists():  # the pipeline writes it first; a direct caller may not have
+        model_path.write_bytes(model_bytes)
+        written.append(model_path)
+    return written

@@ -1,0 +1,764 @@
+"""Target profiles (targets/*.toml) and the checks a model must pass for one.
+
+A profile is data: one TOML file per board, loaded into a frozen
+:class:`Target`. A profile may ``inherit = "base-name"`` (tables merge key by
+key, the child wins; a base marked ``abstract = true`` is not listed or
+selectable) or be an ``alias = "profile"`` (a generic name such as ``rpi``).
+Adding a board is adding a file; a user's own file works by path
+(``--target path/to/board.toml``), and may inherit the shipped profiles.
+
+:func:`check_model` runs every check before anything is written: degenerate
+quantization scales, op support (naming the op and the Keras layer it came
+from), tensor types and fused activations, and for microcontrollers flash and
+the tensor arena measured with TFLite Micro (edgeslim.micro).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import TargetError
+from edgeslim.resources import targets_dir
+
+KINDS = ("mcu", "rpi", "android")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+# Top-level keys a profile may have, and the keys of its tables.
+_TOP_KEYS = {
+    "inherit", "alias", "abstract", "kind", "runtime", "description", "default_variant",
+    "cpu", "memory", "ops", "build", "recipe", "variants", "runtime_options",
+}
+_TABLE_KEYS = {
+    "cpu": {"arch", "core", "abi", "features", "clock_mhz", "cores"},
+    "memory": {"ram", "flash", "runtime_flash", "ram_reserved", "arena_margin"},
+    "ops": {"supported", "tensor_types", "fused_activations", "min_scale", "constraints"},
+    "build": {"cflags", "optimized_kernels", "qemu_machine", "tflm_target_arch"},
+}
+_RECIPE_SECTIONS = {"build", "prune", "cluster", "qat", "distill", "lowrank", "coreset"}
+
+
+def parse_size(value: int | str) -> int:
+    """``"192k"`` -> 196608 (k = 1024, m = 1024**2, g = 1024**3; a trailing
+    ``b``/``ib`` is accepted); an int is returned as it is."""
+    if isinstance(value, bool):
+        raise TargetError(f"bad size {value!r}", hint="Write a size such as 192k, 1m or 65536.")
+    if isinstance(value, int):
+        if value < 0:
+            raise TargetError(f"bad size {value!r}: negative", hint="Sizes are positive.")
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise TargetError(
+            f"bad size {value!r}",
+            hint="Write a number of bytes with an optional unit: 65536, 192k, 1m (k = 1024).",
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n >= 1024**2 and n % (1024**2 // 16) == 0:
+        return f"{n / 1024**2:g} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the model on a device (android: "cpu" or "gpu")."""
+
+    name: str
+    delegate: str
+    model: str
+    precision: str
+    num_threads: int | None = None
+    ops: frozenset[str] | None = None  # None: every op of the target
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved, validated target profile. Sizes in bytes."""
+
+    name: str  # as typed ("rpi", "cortex-m4", or a path)
+    profile: str  # the resolved profile name ("rpi4")
+    kind: str  # "mcu" | "rpi" | "android"
+    description: str
+    runtime: str  # "tflite-micro" | "litert"
+    cpu: str  # architecture, e.g. "armv7e-m", "aarch64"
+    core: str | None
+    features: tuple[str, ...]
+    clock_mhz: int | None
+    ram_bytes: int | None
+    flash_bytes: int | None  # mcu only
+    runtime_flash_bytes: int  # flash the runtime and application take (mcu), stated estimate
+    ram_reserved_bytes: int  # RAM kept out of the arena budget (stack, heap, app)
+    arena_margin: float  # fraction added to the measured arena (mcu)
+    ops: frozenset[str]
+    op_constraints: dict[str, str] = field(hash=False, compare=False)
+    tensor_types: frozenset[str] = frozenset()
+    fused_activations: frozenset[str] = frozenset()
+    min_scale: float = 1e-6
+    recipe: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    variants: tuple[Variant, ...] = ()
+    default_variant: str | None = None
+    build: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    runtime_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    source: Path | None = None
+    inherits: tuple[str, ...] = ()  # the chain of bases, nearest first
+    overrides: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def is_mcu(self) -> bool:
+        return self.kind == "mcu"
+
+    @property
+    def wants_fp16(self) -> bool:
+        """True when the bundle needs a float16 model (a GPU-delegate variant)."""
+        return any(v.precision == "float16" for v in self.variants)
+
+    @property
+    def arena_budget_bytes(self) -> int | None:
+        """RAM the tensor arena may take: RAM minus the reserved part."""
+        if self.ram_bytes is None or not self.is_mcu:
+            return None
+        return max(0, self.ram_bytes - self.ram_reserved_bytes)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise TargetError(f"target {self.profile} has no variant {name!r}",
+                          hint=f"Variants: {', '.join(v.name for v in self.variants) or 'none'}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "kind": self.kind,
+            "description": self.description,
+            "runtime": self.runtime,
+            "cpu": self.cpu,
+            "core": self.core,
+            "features": list(self.features),
+            "clock_mhz": self.clock_mhz,
+            "ram_bytes": self.ram_bytes,
+            "flash_bytes": self.flash_bytes,
+            "runtime_flash_bytes": self.runtime_flash_bytes if self.is_mcu else None,
+            "ram_reserved_bytes": self.ram_reserved_bytes if self.is_mcu else None,
+            "arena_margin": self.arena_margin if self.is_mcu else None,
+            "variants": [v.name for v in self.variants],
+            "default_variant": self.default_variant,
+            "overrides": dict(self.overrides),
+            "source": str(self.source) if self.source else None,
+        }
+
+
+def target_wants_fp16(target: Target) -> bool:
+    return target.wants_fp16
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _profile_dirs(extra: Path | None = None) -> list[Path]:
+    dirs = []
+    if extra is not None:
+        dirs.append(extra)
+    dirs.append(targets_dir())
+    return dirs
+
+
+def _find_profile(name: str, search: list[Path]) -> Path | None:
+    for d in search:
+        p = d / f"{name}.toml"
+        if p.is_file():
+            return p
+    return None
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"target profile {path} is not valid TOML: {exc}",
+                          hint="Fix the syntax of the file (see the shipped targets/*.toml).") from exc
+    except OSError as exc:
+        raise TargetError(f"cannot read target profile {path}: {exc.strerror}") from exc
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for k, v in child.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _known_names() -> list[str]:
+    return sorted(t.name for t in list_targets())
+
+
+def _unknown(spec: str) -> TargetError:
+    return TargetError(
+        f"unknown target {spec!r}",
+        hint=f"Known targets: {', '.join(_known_names())} (or a path to a .toml profile).",
+    )
+
+
+def _load_raw(path: Path, search: list[Path], chain: tuple[str, ...] = ()) -> tuple[dict, tuple[str, ...]]:
+    """The profile at ``path`` with its bases merged in; also the base names."""
+    raw = _read_toml(path)
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise TargetError(f"target profile {path}: unknown key {sorted(unknown)[0]!r}",
+                          hint=f"Allowed top-level keys: {', '.join(sorted(_TOP_KEYS))}.")
+    base_name = raw.get("inherit")
+    if base_name is None:
+        return raw, ()
+    if not isinstance(base_name, str):
+        raise TargetError(f"target profile {path}: key 'inherit' must be a profile name")
+    if base_name in chain or base_name == path.stem:
+        raise TargetError(f"target profile {path}: inheritance cycle through {base_name!r}")
+    base_path = _find_profile(base_name, [path.parent] + search)
+    if base_path is None:
+        raise TargetError(f"target profile {path}: key 'inherit' names {base_name!r}, which does not exist",
+                          hint=f"Known profiles: {', '.join(_known_names())}.")
+    base_raw, bases = _load_raw(base_path, search, chain + (path.stem,))
+    base_raw = {k: v for k, v in base_raw.items() if k not in ("abstract", "inherit")}
+    merged = _merge(base_raw, {k: v for k, v in raw.items() if k != "inherit"})
+    return merged, (base_name,) + bases
+
+
+def load_target(spec: str, *, ram: int | str | None = None, flash: int | str | None = None) -> Target:
+    """A profile name ("cortex-m4", "rpi", "android-gpu", ...) or a path to a
+    .toml file -> Target. ``ram``/``flash`` override the profile's budgets
+    (``"192k"``, k = 1024)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise _unknown(str(spec))
+    spec = spec.strip()
+    as_path = Path(spec).expanduser()
+    search = _profile_dirs()
+    if spec.endswith(".toml") or as_path.is_file() or "/" in spec or "\\" in spec:
+        if not as_path.is_file():
+            raise TargetError(f"target profile file {spec} does not exist",
+                              hint=f"Give an existing .toml, or one of: {', '.join(_known_names())}.")
+        path = as_path.resolve()
+    else:
+        path = _find_profile(spec, search)
+        if path is None:
+            raise _unknown(spec)
+    raw, bases = _load_raw(path, search)
+    seen = {path.stem}
+    while "alias" in raw:  # a generic name: resolve to the named profile
+        alias = raw["alias"]
+        if not isinstance(alias, str) or alias in seen:
+            raise TargetError(f"target profile {path}: key 'alias' must name another profile")
+        seen.add(alias)
+        apath = _find_profile(alias, [path.parent] + search)
+        if apath is None:
+            raise TargetError(f"target profile {path}: key 'alias' names {alias!r}, which does not exist")
+        path = apath
+        raw, bases = _load_raw(path, search)
+    if raw.get("abstract"):
+        raise TargetError(f"target {spec!r} is an abstract base profile ({path.name})",
+                          hint=f"Choose a concrete target: {', '.join(_known_names())}.")
+    return _build_target(spec, path, raw, bases, ram=ram, flash=flash)
+
+
+def _req(raw: dict, path: Path, key: str, typ):
+    if key not in raw:
+        raise TargetError(f"target profile {path}: missing key {key!r}",
+                          hint="See the shipped targets/*.toml for a complete profile.")
+    val = raw[key]
+    if not isinstance(val, typ):
+        raise TargetError(f"target profile {path}: key {key!r} must be {typ.__name__}, got {val!r}")
+    return val
+
+
+def _size_key(table: dict, path: Path, key: str, default=None) -> int | None:
+    if key not in table:
+        return default
+    try:
+        return parse_size(table[key])
+    except TargetError as exc:
+        raise TargetError(f"target profile {path}: key 'memory.{key}': {exc.message}", hint=exc.hint) from None
+
+
+def _all_builtin_ops() -> frozenset[str]:
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    skip = {"CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"}
+    return frozenset(k for k, v in vars(schema.BuiltinOperator).items()
+                     if not k.startswith("_") and isinstance(v, int) and k not in skip)
+
+
+def _op_list(val, path: Path, key: str) -> frozenset[str]:
+    if val == "builtin":
+        return _all_builtin_ops()
+    if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+        raise TargetError(f"target profile {path}: key {key!r} must be a list of TFLite op names or \"builtin\"")
+    known = _all_builtin_ops()
+    bad = [x for x in val if x not in known]
+    if bad:
+        raise TargetError(f"target profile {path}: key {key!r} lists {bad[0]!r}, not a TFLite builtin op",
+                          hint="Use the names of tflite's BuiltinOperator enum, e.g. CONV_2D.")
+    return frozenset(val)
+
+
+def _build_target(name: str, path: Path, raw: dict, bases: tuple[str, ...], *, ram, flash) -> Target:
+    for table, keys in _TABLE_KEYS.items():
+        sub = raw.get(table, {})
+        if not isinstance(sub, dict):
+            raise TargetError(f"target profile {path}: [{table}] must be a table")
+        bad = set(sub) - keys
+        if bad:
+            raise TargetError(f"target profile {path}: unknown key '{table}.{sorted(bad)[0]}'",
+                              hint=f"Allowed in [{table}]: {', '.join(sorted(keys))}.")
+    kind = _req(raw, path, "kind", str)
+    if kind not in KINDS:
+        raise TargetError(f"target profile {path}: key 'kind' is {kind!r}",
+                          hint=f"kind is one of {', '.join(KINDS)}.")
+    runtime = _req(raw, path, "runtime", str)
+    description = _req(raw, path, "description", str)
+    cpu = raw.get("cpu", {})
+    mem = raw.get("memory", {})
+    ops = raw.get("ops", {})
+    if "supported" not in ops:
+        raise TargetError(f"target profile {path}: missing key 'ops.supported'",
+                          hint="List the TFLite builtin ops the runtime has, or \"builtin\" for all.")
+    clock = cpu.get("clock_mhz")
+    if clock is not None and (not isinstance(clock, (int, float)) or clock <= 0):
+        raise TargetError(f"target profile {path}: key 'cpu.clock_mhz' must be a positive number, got {clock!r}")
+    ram_bytes = _size_key(mem, path, "ram")
+    flash_bytes = _size_key(mem, path, "flash")
+    overrides = {}
+    if ram is not None:
+        ram_bytes = overrides["ram_bytes"] = parse_size(ram)
+    if flash is not None:
+        flash_bytes = overrides["flash_bytes"] = parse_size(flash)
+    if kind == "mcu" and (ram_bytes is None or flash_bytes is None):
+        raise TargetError(f"target profile {path}: a microcontroller needs 'memory.ram' and 'memory.flash'")
+    margin = mem.get("arena_margin", 0.10)
+    if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise TargetError(f"target profile {path}: key 'memory.arena_margin' must be a fraction in [0, 1), got {margin!r}")
+    min_scale = ops.get("min_scale", 1e-6)
+    if not isinstance(min_scale, (int, float)) or min_scale < 0:
+        raise TargetError(f"target profile {path}: key 'ops.min_scale' must be a non-negative number")
+    constraints = ops.get("constraints", {})
+    if not isinstance(constraints, dict):
+        raise TargetError(f"target profile {path}: [ops.constraints] must be a table of op = \"text\"")
+    recipe = raw.get("recipe", {})
+    if not isinstance(recipe, dict) or set(recipe) - _RECIPE_SECTIONS:
+        bad = sorted(set(recipe) - _RECIPE_SECTIONS) if isinstance(recipe, dict) else ["recipe"]
+        raise TargetError(f"target profile {path}: unknown recipe section 'recipe.{bad[0]}'",
+                          hint=f"Recipe sections: {', '.join(sorted(_RECIPE_SECTIONS))}.")
+    variants = []
+    for vname, v in (raw.get("variants") or {}).items():
+        if not isinstance(v, dict):
+            raise TargetError(f"target profile {path}: [variants.{vname}] must be a table")
+        try:
+            variants.append(Variant(
+                name=vname, delegate=str(v["delegate"]), model=str(v["model"]),
+                precision=str(v.get("precision", "int8")), num_threads=v.get("num_threads"),
+                ops=_op_list(v["ops"], path, f"variants.{vname}.ops") if "ops" in v else None,
+            ))
+        except KeyError as exc:
+            raise TargetError(f"target profile {path}: missing key 'variants.{vname}.{exc.args[0]}'") from None
+    default_variant = raw.get("default_variant")
+    if default_variant is not None and default_variant not in {v.name for v in variants}:
+        raise TargetError(f"target profile {path}: key 'default_variant' is {default_variant!r}, "
+                          f"not one of its variants")
+    features = cpu.get("features", [])
+    if not isinstance(features, list):
+        raise TargetError(f"target profile {path}: key 'cpu.features' must be a list")
+    return Target(
+        name=name,
+        profile=path.stem,
+        kind=kind,
+        description=description,
+        runtime=runtime,
+        cpu=str(cpu.get("arch", "")),
+        core=cpu.get("core"),
+        features=tuple(features),
+        clock_mhz=clock,
+        ram_bytes=ram_bytes,
+        flash_bytes=flash_bytes if kind == "mcu" else None,
+        runtime_flash_bytes=_size_key(mem, path, "runtime_flash", 0) or 0,
+        ram_reserved_bytes=_size_key(mem, path, "ram_reserved", 0) or 0,
+        arena_margin=float(margin),
+        ops=_op_list(ops["supported"], path, "ops.supported"),
+        op_constraints={str(k): str(v) for k, v in constraints.items()},
+        tensor_types=frozenset(ops.get("tensor_types", ["int8", "int16", "int32", "bool", "float32"])),
+        fused_activations=frozenset(ops.get("fused_activations", ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"])),
+        min_scale=float(min_scale),
+        recipe=copy.deepcopy(recipe),
+        variants=tuple(variants),
+        default_variant=default_variant,
+        build={str(k): str(v) for k, v in raw.get("build", {}).items()},
+        runtime_options=dict(raw.get("runtime_options", {})),
+        source=path,
+        inherits=bases,
+        overrides=overrides,
+    )
+
+
+def list_targets(directory: Path | None = None) -> list[Target]:
+    """Every selectable profile (abstract bases left out), aliases included,
+    sorted by kind then name. ``directory`` lists another folder of profiles."""
+    d = directory or targets_dir()
+    out = []
+    for path in sorted(d.glob("*.toml")):
+        raw = _read_toml(path)
+        if raw.get("abstract"):
+            continue
+        t = load_target(str(path))
+        out.append(_rename(t, path.stem))
+    order = {k: i for i, k in enumerate(KINDS)}
+    return sorted(out, key=lambda t: (order.get(t.kind, 9), t.name))
+
+
+def _rename(t: Target, name: str) -> Target:
+    from dataclasses import replace
+
+    return replace(t, name=name)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    op: str  # builtin name, e.g. "CONV_2D" (custom ops: "CUSTOM:<name>")
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    input_types: tuple[str, ...]
+    output_types: tuple[str, ...]
+    activation: str | None
+
+    @property
+    def layer(self) -> str | None:
+        """The Keras layer the op came from, read from its tensor names
+        ("sequential/dw1/depthwise" -> "dw1")."""
+        return keras_layer_of(self.outputs + self.inputs)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...] = ()
+    constant: bool = False  # holds data in the file (weights, biases), not an activation
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    ops: tuple[OpInfo, ...]
+    tensors: tuple[TensorInfo, ...]
+    size_bytes: int
+    input_indices: tuple[int, ...] = ()
+    output_indices: tuple[int, ...] = ()
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [self.tensors[i] for i in self.input_indices]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [self.tensors[i] for i in self.output_indices]
+
+    @property
+    def op_names(self) -> list[str]:
+        """The distinct ops, in order of first use."""
+        seen: dict[str, None] = {}
+        for o in self.ops:
+            seen.setdefault(o.op, None)
+        return list(seen)
+
+
+_GENERIC_PARTS = {"serving_default", "StatefulPartitionedCall", "PartitionedCall", "arith.constant", "tfl"}
+
+
+def keras_layer_of(names) -> str | None:
+    for full in names:
+        for piece in full.split(";"):
+            parts = [p for p in piece.split("/") if p]
+            if len(parts) >= 3 and not parts[0].startswith(tuple(_GENERIC_PARTS)):
+                return parts[1]
+    for full in names:
+        for piece in full.split(";"):
+            parts = [p for p in piece.split("/") if p]
+            if len(parts) == 2 and not parts[0].startswith(tuple(_GENERIC_PARTS)):
+                return parts[1]
+    return None
+
+
+def _has_data(model, tensor) -> bool:
+    buf = tensor.buffer
+    if buf is None or buf <= 0 or buf >= len(model.buffers or []):
+        return False
+    b = model.buffers[buf]
+    return (b.data is not None and len(b.data) > 0) or bool(getattr(b, "offset", 0))
+
+
+def read_model(model_bytes: bytes) -> ModelInfo:
+    """Ops and tensors of a .tflite flatbuffer (main subgraph), without TensorFlow."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
+        raise TargetError("the model is not a TFLite flatbuffer (no TFL3 identifier)",
+                          hint="Pass the .tflite file produced by `edgeslim build` or TFLiteConverter.")
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    except Exception as exc:  # flatbuffers raises assorted errors on corrupt input
+        raise TargetError(f"the .tflite model cannot be parsed: {exc}",
+                          hint="The file is corrupt or truncated; convert the model again.") from exc
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    act_names = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+    if not model.subgraphs:
+        raise TargetError("the .tflite model has no subgraph", hint="Convert the model again.")
+    sg = model.subgraphs[0]
+    tensors = []
+    for t in sg.tensors or []:
+        q = t.quantization
+        scales = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
+        zps = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
+        tensors.append(TensorInfo(
+            name=t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+            type=type_names.get(t.type, str(t.type)),
+            shape=tuple(int(x) for x in (t.shape if t.shape is not None else ())),
+            scales=scales,
+            zero_points=zps,
+            constant=_has_data(model, t),
+        ))
+    ops = []
+    for i, op in enumerate(sg.operators or []):
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        name = op_names.get(builtin, str(builtin))
+        if name == "CUSTOM":
+            cc = code.customCode
+            name = "CUSTOM:" + (cc.decode() if isinstance(cc, bytes) else str(cc))
+        ins = [int(x) for x in (op.inputs if op.inputs is not None else []) if x >= 0]
+        outs = [int(x) for x in (op.outputs if op.outputs is not None else [])]
+        act = getattr(op.builtinOptions, "fusedActivationFunction", None)
+        ops.append(OpInfo(
+            index=i, op=name,
+            outputs=tuple(tensors[j].name for j in outs),
+            inputs=tuple(tensors[j].name for j in ins),
+            input_types=tuple(tensors[j].type for j in ins),
+            output_types=tuple(tensors[j].type for j in outs),
+            activation=act_names.get(act) if act is not None else None,
+        ))
+    return ModelInfo(
+        ops=tuple(ops), tensors=tuple(tensors), size_bytes=len(model_bytes),
+        input_indices=tuple(int(i) for i in (sg.inputs if sg.inputs is not None else [])),
+        output_indices=tuple(int(i) for i in (sg.outputs if sg.outputs is not None else [])),
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+_REPLACEMENTS = {
+    "GELU": "use activation='relu' or 'hard_swish' (TFLM has HARD_SWISH), or a Linux target (rpi4, android) whose LiteRT has GELU",
+    "FLEX": "remove the layer that needs TensorFlow (SELECT_TF_OPS) ops",
+    "LSTM": "use keras.layers.LSTM with unroll=False and int8 16x8 conversion, or a Conv1D/GRU-free model",
+}
+
+
+def _op_hint(op: str, target: Target) -> str:
+    alt = _REPLACEMENTS.get(op)
+    if alt:
+        return f"Replace the layer: {alt}."
+    if target.kind == "mcu":
+        return (f"Replace the layer with one TFLite Micro has (see `edgeslim targets show {target.profile}`), "
+                "or choose a target whose runtime has it (rpi4, android).")
+    return f"Replace the layer, or choose another target (see `edgeslim targets`)."
+
+
+@dataclass
+class CheckResult:
+    """What `check_model` found; ``to_dict()`` goes into report.json."""
+
+    target: str
+    kind: str
+    ops: list[str]
+    op_counts: dict[str, int]
+    model_bytes: int
+    flash_needed_bytes: int | None = None
+    flash_budget_bytes: int | None = None
+    arena_measured_bytes: int | None = None
+    arena_bytes: int | None = None  # measured + margin, rounded up to 16: the bundle's constant
+    arena_margin: float | None = None
+    ram_budget_bytes: int | None = None
+    gpu_fallback_ops: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flash_headroom_bytes(self) -> int | None:
+        if self.flash_needed_bytes is None or self.flash_budget_bytes is None:
+            return None
+        return self.flash_budget_bytes - self.flash_needed_bytes
+
+    @property
+    def ram_headroom_bytes(self) -> int | None:
+        if self.arena_bytes is None or self.ram_budget_bytes is None:
+            return None
+        return self.ram_budget_bytes - self.arena_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "ops": list(self.ops),
+            "op_counts": dict(self.op_counts),
+            "model_bytes": self.model_bytes,
+            "flash_needed_bytes": self.flash_needed_bytes,
+            "flash_budget_bytes": self.flash_budget_bytes,
+            "flash_headroom_bytes": self.flash_headroom_bytes,
+            "arena_measured_bytes": self.arena_measured_bytes,
+            "arena_margin": self.arena_margin,
+            "arena_bytes": self.arena_bytes,
+            "ram_budget_bytes": self.ram_budget_bytes,
+            "ram_headroom_bytes": self.ram_headroom_bytes,
+            "gpu_fallback_ops": list(self.gpu_fallback_ops),
+            "notes": list(self.notes),
+        }
+
+
+def arena_with_margin(measured: int, margin: float) -> int:
+    """Measured arena plus the margin, rounded up to a multiple of 16."""
+    return int(math.ceil(measured * (1.0 + margin) / 16.0)) * 16
+
+
+def check_scales(info: ModelInfo, min_scale: float = 1e-6) -> None:
+    """Refuse degenerate activation scales (TFLM's int8 SOFTMAX aborts on ~1e-8).
+
+    Weight tensors are left alone: a per-channel weight scale of ~1e-9 is what the
+    converter gives an output channel that pruning zeroed entirely, and it is
+    harmless (the requantization multiplier flushes to zero, as in TFLM's
+    QuantizeMultiplier)."""
+    for t in info.tensors:
+        if t.type not in ("int8", "uint8", "int16") or not t.scales or t.constant:
+            continue
+        smallest = min(t.scales)
+        if smallest < min_scale:
+            layer = keras_layer_of([t.name])
+            where = f" (layer {layer!r})" if layer else ""
+            raise TargetError(
+                f"tensor {t.name!r}{where} has a degenerate quantization scale {smallest:.3g} "
+                f"(below {min_scale:g})",
+                hint="This happens when a model is converted from untrained or collapsed weights, "
+                     "or with a representative data set that does not exercise the layer: train "
+                     "the model and calibrate with real samples.",
+            )
+
+
+def check_model(model_bytes: bytes, target: Target, *, measure: bool = True) -> CheckResult:
+    """Check an int8 .tflite against a target. Raises TargetError for a
+    degenerate scale, an unsupported op, a float op or activation on an
+    int8-only runtime, or a model over the flash or RAM budget. For
+    microcontrollers the arena is measured with TFLite Micro (child process)."""
+    info = read_model(model_bytes)
+    check_scales(info, target.min_scale)
+    counts: dict[str, int] = {}
+    for o in info.ops:
+        counts[o.op] = counts.get(o.op, 0) + 1
+    result = CheckResult(target=target.profile, kind=target.kind, ops=info.op_names,
+                         op_counts=counts, model_bytes=len(model_bytes))
+
+    missing: dict[str, OpInfo] = {}
+    for o in info.ops:
+        if o.op not in target.ops and o.op not in missing:
+            missing[o.op] = o
+    if missing:
+        parts = []
+        for name, o in missing.items():
+            layer = o.layer
+            parts.append(f"{name} (from layer {layer!r})" if layer else f"{name} (tensor {o.outputs[0]!r})")
+        first = next(iter(missing))
+        raise TargetError(
+            f"the model uses {'an op' if len(missing) == 1 else 'ops'} that {target.runtime} on "
+            f"{target.profile} does not have: {', '.join(parts)}",
+            hint=_op_hint(first, target),
+        )
+    for o in info.ops:
+        bad = [t for t in o.input_types + o.output_types if t not in target.tensor_types]
+        # QUANTIZE/DEQUANTIZE only bridge types; the float op between them is the fault.
+        if bad and o.op not in ("QUANTIZE", "DEQUANTIZE"):
+            layer = o.layer
+            raise TargetError(
+                f"{o.op} from layer {layer!r} runs on {bad[0]} tensors; {target.profile} takes "
+                f"{', '.join(sorted(target.tensor_types))} only (fully-integer models)",
+                hint="Convert without float fallback (recipe: allow_float_fallback = false) and "
+                     "replace the layer the int8 converter left in float, or choose a Linux target "
+                     "(rpi4, android) that runs float ops.",
+            )
+        if o.activation is not None and o.activation not in target.fused_activations:
+            raise TargetError(
+                f"{o.op} from layer {o.layer!r} has fused activation {o.activation}, which "
+                f"{target.runtime} does not implement for this target",
+                hint=f"Use one of {', '.join(sorted(target.fused_activations))} as the layer's activation.",
+            )
+    for v in target.variants:
+        if v.ops is not None:
+            fb = [op for op in result.ops if op not in v.ops]
+            if fb and v.precision == "float16":
+                result.gpu_fallback_ops = fb
+                result.notes.append(
+                    f"{v.name} variant: {', '.join(fb)} not supported by the {v.delegate} delegate; "
+                    "those ops fall back to the CPU")
+
+    if target.kind == "mcu":
+        result.flash_budget_bytes = target.flash_bytes
+        result.flash_needed_bytes = len(model_bytes) + target.runtime_flash_bytes
+        if result.flash_needed_bytes > target.flash_bytes:
+            raise TargetError(
+                f"the model does not fit {target.profile}'s flash: model {len(model_bytes)} B + "
+                f"runtime estimate {target.runtime_flash_bytes} B = {result.flash_needed_bytes} B "
+                f"> flash {target.flash_bytes} B (over by "
+                f"{result.flash_needed_bytes - target.flash_bytes} B)",
+                hint="Compress harder (higher prune sparsity, fewer clusters, a smaller model via "
+                     "distill) or give the real budget with --flash.",
+            )
+        if measure:
+            from edgeslim import micro
+
+            measured = micro.measure_arena(model_bytes)
+            result.arena_measured_bytes = measured
+            result.arena_margin = target.arena_margin
+            result.arena_bytes = arena_with_margin(measured, target.arena_margin)
+            result.ram_budget_bytes = target.arena_budget_bytes
+            result.notes.append(
+                "arena measured with the 64-bit host TFLite Micro interpreter (a 32-bit build "
+                f"needs slightly less); {target.arena_margin:.0%} margin added")
+            if result.arena_bytes > result.ram_budget_bytes:
+                raise TargetError(
+                    f"the model does not fit {target.profile}'s RAM: tensor arena {measured} B "
+                    f"measured + {target.arena_margin:.0%} margin = {result.arena_bytes} B > "
+                    f"{result.ram_budget_bytes} B available (RAM {target.ram_bytes} B minus "
+                    f"{target.ram_reserved_bytes} B reserved for stack/heap/application; over by "
+                    f"{result.arena_bytes - result.ram_budget_bytes} B)",
+                    hint="Shrink the activations (smaller input, fewer filters in the early "
+                         "layers, a stride or pooling sooner) or give the real budget with --ram.",
+                )
+    return result
