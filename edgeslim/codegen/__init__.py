@@ -1,0 +1,241 @@
+"""Interpreter-free C code generation for int8 .tflite models.
+
+``generate(model_bytes, out_dir, name=...)`` writes ``<name>.h`` and ``<name>.c``: a
+self-contained C99 library (one entry point, weights as const arrays, one static
+arena placed by a memory plan) whose outputs equal TFLite Micro's reference kernels
+bit for bit. Stages, in order: read the graph (graph.py), lower each op to a kernel
+call with its fixed-point parameters (lowering.py), plan the arena (memplan.py),
+render the templates (emit.py, firmware_templates/c/).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeslim.codegen import memplan
+from edgeslim.codegen.graph import Graph, read_graph
+from edgeslim.codegen.lowering import SUPPORTED, Step, lower
+from edgeslim.errors import CodegenError
+
+__all__ = ["generate", "CodegenResult", "OpInfo", "SUPPORTED"]
+
+_C_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_C_KEYWORDS = {
+    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
+    "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "register",
+    "restrict", "return", "short", "signed", "sizeof", "static", "struct", "switch",
+    "typedef", "union", "unsigned", "void", "volatile", "while",
+}
+
+
+@dataclass
+class OpInfo:
+    index: int
+    op: str
+    layer: str  # the output tensor's name, which carries the Keras layer name
+    function: str  # the C function called ("" for an aliasing RESHAPE)
+    macs: int
+    packed_weights: bool = False  # 4-bit indices into per-channel tables
+
+    def as_dict(self) -> dict:
+        return dict(index=self.index, op=self.op, layer=self.layer, function=self.function,
+                    macs=self.macs, packed_weights=self.packed_weights)
+
+
+@dataclass
+class CodegenResult:
+    name: str
+    header: Path
+    source: Path
+    arena_size: int
+    plan: memplan.MemoryPlan
+    ops: list[OpInfo]
+    macs: int
+    model_sha256: str
+    input_bytes: int
+    output_bytes: int
+    const_bytes: int  # weights and parameters, before the compiler's own layout
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def peak(self) -> int:
+        return self.plan.peak
+
+    @property
+    def lower_bound(self) -> int:
+        return self.plan.lower_bound
+
+    def report(self) -> dict:
+        """Facts for report.json (paths relative to the output folder)."""
+        return {
+            "backend": "c",
+            "name": self.name,
+            "files": [p.name for p in self.files],
+            "model_sha256": self.model_sha256,
+            "arena_bytes": self.arena_size,
+            "memory_plan": self.plan.as_dict(),
+            "scratch_buffers": sum(b.name.endswith("_scratch") for b in self.plan.buffers),
+            "io_bytes": {"input": self.input_bytes, "output": self.output_bytes},
+            "const_bytes": self.const_bytes,
+            "macs": self.macs,
+            "ops": [o.as_dict() for o in self.ops],
+        }
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _C_NAME.match(name) or name in _C_KEYWORDS:
+        raise CodegenError(
+            f"'{name}' cannot prefix C identifiers",
+            hint="use letters, digits and underscores, starting with a letter (e.g. 'kws_model')",
+        )
+
+
+def _check_io(graph: Graph) -> None:
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise CodegenError(
+            f"the C backend handles models with one input and one output; this one has "
+            f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs",
+            hint="build the TFLite Micro bundle instead (the default backend)",
+        )
+    for role, idx in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
+        t = graph.tensors[idx]
+        if t.dtype not in ("INT8", "FLOAT32"):
+            raise CodegenError(
+                f"the model's {role} '{t.name}' is {t.dtype}; the C backend takes int8 or float32",
+                hint="convert with inference_input_type/inference_output_type tf.int8",
+            )
+    if graph.inputs[0] == graph.outputs[0]:
+        raise CodegenError("the model's input is its output: there is nothing to generate",
+                           hint="check the model")
+
+
+def _resolve(graph: Graph, steps: list[Step]) -> tuple[dict, list[memplan.Buffer]]:
+    """Map each activation tensor to its storage (input/output/an arena buffer) and
+    build the buffers with their lifetimes. An aliasing step writing the model's
+    output becomes a copy."""
+    g_in, g_out = graph.inputs[0], graph.outputs[0]
+    root: dict[int, str] = {g_in: "input", g_out: "output"}
+    for s in steps:
+        out = s.outputs[0]
+        if s.alias and (out == g_out or graph.tensors[s.inputs[0]].is_constant):
+            s.alias = False  # the caller's buffer, or flash: copy (es_copy_bytes)
+        if s.alias:
+            root[out] = root.get(s.inputs[0], f"t{s.inputs[0]}")
+        elif out not in root:
+            root[out] = f"t{out}"
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for i, s in enumerate(steps):
+        for t in s.inputs:
+            if graph.tensors[t].is_constant:
+                continue
+            if t not in root:
+                raise CodegenError(
+                    f"tensor '{graph.tensors[t].name}' is read before any operator writes it",
+                    hint="the model's operators are not in execution order; regenerate it",
+                )
+            last[root[t]] = i
+        for t in s.outputs:
+            r = root[t]
+            first.setdefault(r, i)
+            last.setdefault(r, i)
+            size[r] = max(size.get(r, 0), graph.tensors[t].nbytes)
+    buffers = [
+        memplan.Buffer(r, size[r], first[r], max(last[r], first[r]))
+        for r in first
+        if r not in ("input", "output")
+    ]
+    for i, s in enumerate(steps):
+        if s.scratch_bytes:
+            buffers.append(memplan.Buffer(f"op{s.op.index}_scratch", s.scratch_bytes, i, i))
+    return root, buffers
+
+
+@functools.lru_cache(maxsize=None)
+def _environment():
+    """One Jinja2 environment per process (it caches the compiled templates)."""
+    import jinja2
+
+    from edgeslim.resources import templates_dir
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "c")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def generate(model_bytes: bytes, out_dir: Path, *, name: str,
+             pack_weights: bool = False) -> CodegenResult:
+    """Write ``<name>.h`` and ``<name>.c`` for the int8 model into ``out_dir``.
+
+    ``pack_weights``: store CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weights whose
+    output channels each hold at most 16 distinct values (clustered layers) as 4-bit
+    indices into per-channel tables, decoded in the kernel (less flash, more
+    instructions; same outputs).
+
+    Raises CodegenError for a model the backend cannot handle (an unsupported op is
+    named with its layer). Files appear in ``out_dir`` only when generation succeeded.
+    """
+    _check_name(name)
+    graph = read_graph(bytes(model_bytes))
+    _check_io(graph)
+    steps = lower(graph, pack_weights=pack_weights)
+    root, buffers = _resolve(graph, steps)
+    plan = memplan.plan(buffers)
+    memplan.check(plan)
+    sha = hashlib.sha256(bytes(model_bytes)).hexdigest()
+    macs = sum(s.macs for s in steps)
+
+    from edgeslim.codegen.emit import render
+
+    header, source = render(_environment(), name=name, graph=graph, steps=steps, plan=plan,
+                            root=root, sha256=sha, macs=macs)
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir.parent))
+    try:
+        (tmp / f"{name}.h").write_text(header)
+        (tmp / f"{name}.c").write_text(source)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = []
+        for fname in (f"{name}.h", f"{name}.c"):
+            os.replace(tmp / fname, out_dir / fname)
+            files.append(out_dir / fname)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    const_bytes = sum(
+        np.asarray(a.values).size * _ctype_size(a.ctype)
+        for s in steps for a in s.arrays
+    )
+    ops = [
+        OpInfo(s.op.index, s.op.opcode, graph.layer_name(s.op), "" if s.alias else s.function,
+               s.macs, s.lut4 is not None)
+        for s in steps
+    ]
+    return CodegenResult(
+        name=name, header=files[0], source=files[1], arena_size=plan.arena_size, plan=plan,
+        ops=ops, macs=macs, model_sha256=sha,
+        input_bytes=graph.tensors[graph.inputs[0]].nbytes,
+        output_bytes=graph.tensors[graph.outputs[0]].nbytes,
+        const_bytes=int(const_bytes), files=files,
+    )
+
+
+def _ctype_size(ctype: str) -> int:
+    return {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4}[ctype]
