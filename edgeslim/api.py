@@ -29,7 +29,8 @@ from edgeslim.pipeline import BuildResult, Progress
 # keyword arguments of build() that map onto recipe flags
 _FLAG_KEYS = (
     "seed", "sparsity", "structure", "clusters", "epochs", "prune_epochs", "cluster_epochs",
-    "qat_epochs", "representative_samples", "allow_float_fallback",
+    "qat_epochs", "representative_samples", "allow_float_fallback", "distill_width",
+    "distill_epochs", "temperature", "alpha", "rank_energy", "calibration",
 )
 
 
@@ -59,6 +60,16 @@ def load_data(path, **kwargs):
     return _load(path, **kwargs)
 
 
+def distill(teacher, data, *, student=None, width=None, out=None, **kwargs):
+    """Distil ``teacher`` (a path, a tf_keras model, or a list of them) into ``student``
+    (a model or path) or into a student derived with ``width``; see
+    ``edgeslim.compress.distill.distill_model`` for every option. With ``out``, the
+    student is saved there (.keras). Returns the stage outcome (``.model``, ``.info``)."""
+    from edgeslim.compress.distill import distill_model
+
+    return distill_model(teacher, data, student=student, width=width, out=out, **kwargs)
+
+
 def build(
     model,
     data,
@@ -73,6 +84,8 @@ def build(
     flash=None,
     trust_model: bool = False,
     backend: str = "tflm",
+    pack_weights: bool = False,
+    teacher=None,
     labels: list[str] | None = None,
     name: str | None = None,
     verbose: bool = True,
@@ -84,7 +97,9 @@ def build(
     image folder), a Dataset, or a dict of arrays with the .npz keys.
     Other keyword arguments are the recipe flags: seed, sparsity, structure,
     clusters, epochs, prune_epochs, cluster_epochs, qat_epochs,
-    representative_samples, allow_float_fallback.
+    representative_samples, allow_float_fallback, distill_width, distill_epochs,
+    temperature, alpha, rank_energy, calibration. ``teacher``: a path (or a list of
+    paths) of teacher models to distill into ``model`` first.
     """
     from edgeslim import recipe as recipe_mod
 
@@ -92,8 +107,11 @@ def build(
     if unknown:
         raise TypeError(f"build() got unknown keyword argument(s): {', '.join(unknown)}")
     drop = tuple(s for s, off in (("prune", no_prune), ("cluster", no_cluster), ("qat", no_qat)) if off)
+    add = tuple(s for s, on in (("distill", flags.get("distill_width") is not None),
+                                ("lowrank", flags.get("rank_energy") is not None)) if on)
+    teachers = teacher if isinstance(teacher, (list, tuple)) else ([teacher] if teacher is not None else [])
 
-    in_process = _tf_keras_usable_here() and not _is_keras3_model(model)
+    in_process = _tf_keras_usable_here() and not any(_is_keras3_model(m) for m in [model, *teachers])
     if in_process:
         if isinstance(data, dict):
             data = _dict_to_dataset_path(data, Path(tempfile.mkdtemp(prefix="edgeslim-data-")))
@@ -102,14 +120,15 @@ def build(
         from edgeslim.pipeline import build as _build
 
         return _build(
-            model, data, target=target, recipe=recipe, flags=table, drop_stages=drop, out=out,
-            ram=ram, flash=flash, trust_model=trust_model, backend=backend, labels=labels,
+            model, data, target=target, recipe=recipe, flags=table, drop_stages=drop,
+            add_stages=add, teacher=list(teachers) or None, out=out, ram=ram, flash=flash,
+            trust_model=trust_model, backend=backend, pack_weights=pack_weights, labels=labels,
             name=name, progress=progress,
         )
     return _build_in_child(
         model, data, target=target, recipe=recipe, out=out, drop=drop, ram=ram, flash=flash,
-        trust_model=trust_model, backend=backend, labels=labels, name=name, verbose=verbose,
-        flags=flags,
+        trust_model=trust_model, backend=backend, pack_weights=pack_weights, teachers=teachers,
+        labels=labels, name=name, verbose=verbose, flags=flags,
     )
 
 
@@ -126,18 +145,22 @@ def _dataset_to_npz(ds, folder: Path) -> Path:
     return path
 
 
+def _save_for_child(model, folder: Path, name: str) -> Path:
+    if isinstance(model, (str, Path)):
+        return Path(model)
+    path = folder / f"{name}.keras"
+    model.save(path)
+    return path
+
+
 def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust_model, backend,
-                    labels, name, verbose, flags) -> BuildResult:
+                    pack_weights, teachers, labels, name, verbose, flags) -> BuildResult:
     from edgeslim import recipe as recipe_mod
     from edgeslim.io.dataset import Dataset
 
     with tempfile.TemporaryDirectory(prefix="edgeslim-child-") as tmp:
         tmp = Path(tmp)
-        if isinstance(model, (str, Path)):
-            model_path = Path(model)
-        else:
-            model_path = tmp / f"{name or getattr(model, 'name', None) or 'model'}.keras"
-            model.save(model_path)
+        model_path = _save_for_child(model, tmp, name or getattr(model, "name", None) or "model")
         if isinstance(data, Dataset):
             data_path = _dataset_to_npz(data, tmp)
         elif isinstance(data, dict):
@@ -170,6 +193,10 @@ def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust
                 cmd += [opt, str(value)]
         if trust_model:
             cmd.append("--trust-model")
+        if pack_weights:
+            cmd.append("--pack-weights")
+        for i, t in enumerate(teachers):
+            cmd += ["--teacher", str(_save_for_child(t, tmp, f"teacher{i}"))]
         if labels:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
             cmd += ["--labels", str(tmp / "labels.txt")]

@@ -151,11 +151,14 @@ def build(
     recipe=None,
     flags: dict | None = None,
     drop_stages: tuple[str, ...] = (),
+    add_stages: tuple[str, ...] = (),
+    teacher=None,
     out: str | Path = "out",
     ram=None,
     flash=None,
     trust_model: bool = False,
     backend: str = "tflm",
+    pack_weights: bool = False,
     labels: list[str] | None = None,
     name: str | None = None,
     progress: Progress | None = None,
@@ -165,6 +168,8 @@ def build(
     ``model``: a path (.keras, .h5, SavedModel dir) or an in-memory tf_keras model.
     ``data``: a path (.npz or image folder) or an edgeslim Dataset.
     ``recipe``: None, a path to a TOML recipe, a dict of recipe tables, or a Recipe.
+    ``teacher``: a path or tf_keras model (or a list of them) that the distill stage
+    distils into ``model``; without it, distill derives the student from ``model``.
     """
     from edgeslim import convert, evaluate, targets
     from edgeslim._tf import keras, tf
@@ -195,6 +200,7 @@ def build(
             recipe_table=recipe if isinstance(recipe, dict) else None,
             flags=flags,
             drop_stages=drop_stages,
+            add_stages=tuple(add_stages) + (("distill",) if teacher is not None else ()),
         )
     seed = rcp.build.seed
     if seed is not None:
@@ -222,13 +228,31 @@ def build(
         ds = load_data(data, seed=seed or 0, val_fraction=rcp.build.val_fraction,
                        test_fraction=rcp.build.test_fraction)
     check_data_fits_model(ds, kmodel)
+    teacher_models = []
+    if teacher is not None:
+        for tm in teacher if isinstance(teacher, (list, tuple)) else [teacher]:
+            tm = load_model(tm, trust=trust_model).model if isinstance(tm, (str, Path)) else tm
+            check_data_fits_model(ds, tm)
+            teacher_models.append(tm)
+        if "distill" not in rcp.active_stages:
+            raise EdgeslimError("a teacher was given but the recipe's build.stages leaves out distill",
+                                "Add \"distill\" to build.stages, or drop --teacher.")
     timings["load"] = time.monotonic() - t
 
     ctx = StageContext(
         data=ds, seed=seed, batch_size=rcp.build.batch_size, patience=rcp.build.patience,
         learning_rate=rcp.build.learning_rate, callbacks=progress.keras_callbacks, log=progress.echo,
     )
-    calib = convert.calibration_sample(ds.x_train, rcp.build.representative_samples, seed)
+    if rcp.build.calibration == "coreset":
+        from edgeslim.compress import coreset
+
+        # Embeddings of a trained model: the teacher when one is given (the student may be new).
+        picked = coreset.select(teacher_models[0] if teacher_models else kmodel, ds.x_train,
+                                ds.y_train if ds.task == CLASSIFICATION else None,
+                                rcp.build.representative_samples, seed=seed)
+        calib = np.asarray(ds.x_train[picked], dtype=np.float32)
+    else:
+        calib = convert.calibration_sample(ds.x_train, rcp.build.representative_samples, seed)
 
     # -- baseline ----------------------------------------------------------------
     t = time.monotonic()
@@ -258,6 +282,8 @@ def build(
         fn = recipe_mod.stage_function(stage)
         cfg = rcp.config(stage)
         kwargs = {"preserve": set(preserve)} if stage == "qat" else {}
+        if stage == "distill":
+            kwargs = {"teachers": teacher_models}
         outcome = fn(current, cfg, ctx=ctx, **kwargs)
         current = outcome.model
         stage_targets.append(outcome.info.get("targets") or {})
@@ -275,7 +301,7 @@ def build(
             current, calib, int8_io=rcp.build.int8_io,
             allow_float_fallback=True,  # the strict check runs once, on the final model
         )
-        figs = _tflite_figures(stage_tflite, layer_names)
+        figs = _tflite_figures(stage_tflite, _names(layer_names, current))
         wall = time.monotonic() - t
         timings[stage] = wall
         stages_report.append({
@@ -295,7 +321,7 @@ def build(
     model_bytes = convert.to_int8_tflite(
         current, calib, int8_io=rcp.build.int8_io, allow_float_fallback=rcp.build.allow_float_fallback
     )
-    final = _tflite_figures(model_bytes, layer_names)
+    final = _tflite_figures(model_bytes, _names(layer_names, current))
     from edgeslim.tflite_inspect import merge_targets, unmet_targets
 
     not_reached = unmet_targets(final["info"], merge_targets(*stage_targets))
@@ -347,6 +373,8 @@ def build(
         not_reached=not_reached,
         total_s=time.monotonic() - t_start,
     )
+    report["calibration"] = {"method": rcp.build.calibration, "samples": int(len(calib))}
+    report["distillation"] = _distillation_summary(stages_report, int8_metric, ds)
 
     # -- write the bundle atomically ---------------------------------------------------------
     out = Path(out)
@@ -368,8 +396,16 @@ def build(
             from edgeslim.codegen import generate
 
             progress.stage("codegen", "generating the interpreter-free C library")
-            cg = generate(model_bytes, tmp / "c", name=model_name)
-            report["codegen"] = cg.report()
+            from edgeslim.bundle.render import c_identifier
+
+            cg = generate(model_bytes, tmp / "c", name=c_identifier(model_name),
+                          pack_weights=pack_weights)
+            report["codegen"] = {
+                **cg.report(),
+                # the same model under TFLite Micro, for comparison (64-bit host measurement)
+                "tflm_arena_measured_bytes": getattr(check, "arena_measured_bytes", None),
+                "pack_weights": pack_weights,
+            }
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
         from edgeslim.bundle.manifest import write_manifest
@@ -383,6 +419,41 @@ def build(
         raise
     progress.stage("done", f"bundle written to {final_dir}")
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=rcp)
+
+
+def _names(original: list[str], model) -> list[str]:
+    """The input model's layer names plus those a stage added (lowrank's ``*_lr``, a student's)."""
+    return original + [layer.name for layer in model.layers if layer.name not in original]
+
+
+def _distillation_summary(stages_report: list[dict], int8_metric: float, ds) -> dict | None:
+    """Teacher, scratch student, distilled student and final int8 student side by side,
+    all on the test split (the distill stage trained both students on the same budget)."""
+    stage = next((s for s in stages_report if s["name"] == "distill"), None)
+    if stage is None:
+        return None
+    i = stage["info"]
+    higher = ds.higher_is_better
+    int8_vs_scratch = None
+    if i.get("scratch_metric") is not None:
+        int8_vs_scratch = (int8_metric - i["scratch_metric"]) if higher else (i["scratch_metric"] - int8_metric)
+    return {
+        "metric": ds.metric_name,
+        "teachers": i["teachers"],
+        "teacher_metrics": i["teacher_metrics"],
+        "teacher_params": i["teacher_params"],
+        "student_params": i["student_params"],
+        "scratch_metric": i.get("scratch_metric"),
+        "distilled_metric": i["distilled_metric"],
+        "final_int8_metric": int8_metric,
+        "gain_over_scratch": i.get("gain_over_scratch"),
+        "beat_scratch": i.get("beat_scratch"),
+        "final_int8_vs_scratch": int8_vs_scratch,
+        "budget": i["budget"],
+        "temperature": i["temperature"],
+        "alpha": i["alpha"],
+        "hints": i["hints"],
+    }
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -29,11 +29,15 @@ else:  # pragma: no cover
 
 # stage name -> (module, config class, function). Order here is the default order.
 STAGES: dict[str, tuple[str, str, str]] = {
+    "distill": ("edgeslim.compress.distill", "DistillConfig", "distill_stage"),
+    "lowrank": ("edgeslim.compress.lowrank", "LowRankConfig", "lowrank"),
     "prune": ("edgeslim.compress.prune", "PruneConfig", "prune"),
     "cluster": ("edgeslim.compress.cluster", "ClusterConfig", "cluster"),
     "qat": ("edgeslim.compress.qat", "QATConfig", "qat"),
 }
 DEFAULT_STAGES = ("prune", "cluster", "qat")
+# How the int8 conversion's calibration samples are chosen (edgeslim.compress.coreset).
+CALIBRATIONS = ("random", "coreset")
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,16 @@ class BuildConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     stages: tuple[str, ...] = DEFAULT_STAGES
+    calibration: str = "random"
 
     def validate(self) -> None:
+        if self.calibration not in CALIBRATIONS:
+            raise RecipeError(
+                f"build.calibration = {self.calibration!r} is not one of "
+                + ", ".join(repr(c) for c in CALIBRATIONS),
+                '"random": a seeded random draw; "coreset": k-center greedy on the model\'s '
+                "penultimate-layer embeddings, stratified by class.",
+            )
         if self.representative_samples < 1:
             raise RecipeError("build.representative_samples must be at least 1",
                               "Use e.g. 100-500 calibration samples.")
@@ -99,8 +111,10 @@ class Recipe:
         return self.build.stages
 
     def to_dict(self) -> dict:
+        """Every table, the stages that did not run included, so the file written
+        into a bundle rebuilds exactly this recipe."""
         out: dict[str, Any] = {"build": _to_toml_value(dataclasses.asdict(self.build))}
-        for name in self.active_stages:
+        for name in STAGES:
             out[name] = _config_to_table(self.stages[name])
         return out
 
@@ -252,11 +266,13 @@ def resolve(
     recipe_table: dict | None = None,
     flags: dict | None = None,
     drop_stages: tuple[str, ...] = (),
+    add_stages: tuple[str, ...] = (),
 ) -> Recipe:
     """Layer the settings: defaults < target < recipe file/table < CLI flags.
 
     ``drop_stages`` (from --no-prune etc.) removes stages from whatever list the
-    layers above settled on.
+    layers above settled on; ``add_stages`` (from --teacher, --distill-width,
+    --rank-energy) adds stages missing from it, at their place in STAGES' order.
     """
     table: dict = {}
     if target_recipe:
@@ -269,6 +285,15 @@ def resolve(
         table = merge_tables(table, recipe_table)
     if flags:
         table = merge_tables(table, flags)
+    if add_stages:
+        stages = list(table.get("build", {}).get("stages", list(DEFAULT_STAGES)))
+        for new in add_stages:
+            if new in stages or new not in STAGES:
+                continue
+            order = list(STAGES)
+            later = [i for i, s in enumerate(stages) if s in order and order.index(s) > order.index(new)]
+            stages.insert(later[0] if later else len(stages), new)
+        table = merge_tables(table, {"build": {"stages": stages}})
     if drop_stages:
         stages = table.get("build", {}).get("stages", list(DEFAULT_STAGES))
         table = merge_tables(table, {"build": {"stages": [s for s in stages if s not in drop_stages]}})
@@ -287,9 +312,24 @@ def flags_to_table(
     qat_epochs: int | None = None,
     representative_samples: int | None = None,
     allow_float_fallback: bool = False,
+    distill_width: float | None = None,
+    distill_epochs: int | None = None,
+    temperature: float | None = None,
+    alpha: float | None = None,
+    rank_energy: float | None = None,
+    calibration: str | None = None,
 ) -> dict:
     """The common CLI flags as recipe tables (only what the user set)."""
-    t: dict[str, dict] = {"build": {}, "prune": {}, "cluster": {}, "qat": {}}
+    t: dict[str, dict] = {"build": {}, "prune": {}, "cluster": {}, "qat": {}, "distill": {},
+                          "lowrank": {}}
+    for key, value in (("width", distill_width), ("epochs", distill_epochs),
+                       ("temperature", temperature), ("alpha", alpha)):
+        if value is not None:
+            t["distill"][key] = value
+    if rank_energy is not None:
+        t["lowrank"]["rank_energy"] = rank_energy
+    if calibration is not None:
+        t["build"]["calibration"] = calibration
     if seed is not None:
         t["build"]["seed"] = seed
     if representative_samples is not None:

@@ -23,24 +23,41 @@ from edgeslim.commands._options import print_summary, recipe_options
 @click.option("--flash", help="Override the target's flash budget, e.g. 512k.")
 @click.option("--backend", type=click.Choice(["tflm", "c"]), default="tflm", show_default=True,
               help="Microcontroller code: TFLite Micro bundle, or also edgeslim's interpreter-free C.")
+@click.option("--pack-weights", is_flag=True,
+              help="With --backend c: store clustered weights as 4-bit indices (less flash, more instructions).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file with one class name per line, shipped in the bundle.")
 @click.option("--name", help="Model name used in file and C identifiers (default: the file's stem).")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(path_type=Path),
+              help="Distil this teacher model into MODEL first (repeat for several teachers).")
+@click.option("--distill-width", type=float,
+              help="Distil MODEL into a student derived from it with this fraction of filters/units.")
+@click.option("--distill-epochs", type=int, help="Maximum epochs of the distill stage.")
+@click.option("--temperature", type=float, help="Distillation temperature (default 2).")
+@click.option("--alpha", type=float, help="Distillation: weight of the label loss (default 0.5).")
+@click.option("--rank-energy", type=float,
+              help="Add the lowrank stage, keeping this fraction of each layer's singular-value energy.")
+@click.option("--calibration", type=click.Choice(["random", "coreset"]),
+              help="How the int8 calibration samples are chosen (default random).")
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
-def command(model, data, target, out, recipe, ram, flash, backend, labels, name, trust_model, **flags):
+def command(model, data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
+            trust_model, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
     target and write a deployable bundle."""
     from edgeslim import recipe as recipe_mod
     from edgeslim.pipeline import Progress, build
 
     drop = tuple(s for s in ("prune", "cluster", "qat") if flags.pop(f"no_{s}", False))
+    add = tuple(s for s, on in (("distill", teachers or flags["distill_width"] is not None),
+                                ("lowrank", flags["rank_energy"] is not None)) if on)
     label_list = None
     if labels:
         label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
     result = build(
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
-        drop_stages=drop, out=out, ram=ram, flash=flash, trust_model=trust_model,
-        backend=backend, labels=label_list, name=name, progress=Progress(echo=click.echo),
+        drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,
+        flash=flash, trust_model=trust_model,
+        backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo),
     )
     print_summary(result)

@@ -1,0 +1,66 @@
+"""`edgeslim distill`: a big model (or several) teaches a small one; the student is saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("distill")
+@click.option("--teacher", "teachers", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Teacher model (.keras, .h5, SavedModel); repeat for several teachers.")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help=".npz (x_train, y_train[, ...]) or an image folder with class sub-folders.")
+@click.option("--student", type=click.Path(path_type=Path),
+              help="Student model to train (else give --width to derive one from the teacher).")
+@click.option("--width", type=float,
+              help="Derive the student from the (first) teacher with this fraction of filters/units.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Where to save the distilled student (.keras or .h5).")
+@click.option("--seed", type=int, help="Make the run reproducible.")
+@click.option("--temperature", "-T", type=float, default=2.0, show_default=True,
+              help="Softmax temperature of the soft targets.")
+@click.option("--alpha", type=float, default=0.5, show_default=True,
+              help="Weight of the label loss; 1 - alpha goes to the teacher's soft targets.")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Maximum training epochs.")
+@click.option("--hint", "hints", multiple=True,
+              help="Feature hint TEACHER_LAYER:STUDENT_LAYER (repeatable).")
+@click.option("--hint-weight", type=float, default=1.0, show_default=True,
+              help="Weight of the feature-hint losses.")
+@click.option("--teacher-weight", "teacher_weights", type=float, multiple=True,
+              help="Weight of each teacher's soft targets, in --teacher order (default: mean).")
+@click.option("--no-scratch", is_flag=True,
+              help="Skip training the same student from scratch for comparison (faster).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--patience", type=int, default=2, show_default=True,
+              help="Stop after this many epochs without a better validation metric.")
+@click.option("--trust-model", is_flag=True,
+              help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
+def command(teachers, data, student, width, out, seed, temperature, alpha, epochs, hints,
+            hint_weight, teacher_weights, no_scratch, batch_size, learning_rate, patience,
+            trust_model):
+    """Distil one or more TEACHER models into a smaller student and save it to OUT."""
+    from edgeslim.compress.distill import distill_model
+
+    outcome = distill_model(
+        list(teachers), data, student=student, width=width, out=out, seed=seed,
+        temperature=temperature, alpha=alpha, epochs=epochs, hints=tuple(hints),
+        hint_weight=hint_weight, teacher_weights=tuple(teacher_weights),
+        compare_scratch=not no_scratch, batch_size=batch_size, learning_rate=learning_rate,
+        patience=patience, trust_model=trust_model, log=click.echo,
+    )
+    i = outcome.info
+    m = i["metric"]
+    click.echo(f"teacher {m}: " + ", ".join(f"{v:.4f}" for v in i["teacher_metrics"])
+               + f"  ({', '.join(str(p) for p in i['teacher_params'])} parameters)")
+    if i["scratch_metric"] is not None:
+        click.echo(f"student from scratch {m}: {i['scratch_metric']:.4f}")
+    click.echo(f"distilled student {m}: {i['distilled_metric']:.4f}  ({i['student_params']} parameters)")
+    if i["beat_scratch"] is False:
+        click.echo("distillation did NOT beat training the student from scratch on this data "
+                   f"({i['gain_over_scratch']:+.4f}).")
+    elif i["beat_scratch"]:
+        click.echo(f"gain over scratch: {i['gain_over_scratch']:+.4f}")
+    click.echo(f"student saved to {out}")
