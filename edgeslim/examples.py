@@ -110,15 +110,9 @@ def train_digits_model(path, npz_path, *, seed: int = 0, epochs: int = DEFAULT_E
     )
     model.fit(x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        tmp = tmp_dir / path.name
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return path
+    from edgeslim.io.models import save_model_atomic
+
+    return save_model_atomic(model, path)
 
 
 def write_digits_image_folder(path, *, n_per_class: int = 20, seed: int = 0) -> Path:

@@ -592,7 +592,7 @@ def _op_hint(op: str, target: Target) -> str:
     if target.kind == "mcu":
         return (f"Replace the layer with one TFLite Micro has (see `edgeslim targets show {target.profile}`), "
                 "or choose a target whose runtime has it (rpi4, android).")
-    return f"Replace the layer, or choose another target (see `edgeslim targets`)."
+    return "Replace the layer, or choose another target (see `edgeslim targets`)."
 
 
 @dataclass

@@ -14,6 +14,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest  # noqa: E402
 
+# Tiny converted models shared by tests/targets and tests/bundle (tests/ is on
+# sys.path through pytest's `pythonpath` setting in pyproject.toml).
+pytest_plugins = ["tiny_tflite"]
+
 SEED = 1234
 
 

@@ -662,26 +662,10 @@ def distill_model(
     check_data_fits_model(ds, student_model)
     outcome = distill(teachers, student_model, ctx, config)
     if out is not None:
+        from edgeslim.io.models import save_model_atomic
+
         save_model_atomic(outcome.model, out)
     return outcome
-
-
-def save_model_atomic(model, path: str | Path) -> Path:
-    """Save ``model`` to ``path`` via a temporary file in the same folder, then rename."""
-    import os
-    import shutil
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        tmp = tmp_dir / path.name
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return path
 
 
 __all__ = [
@@ -690,5 +674,4 @@ __all__ = [
     "distill",
     "distill_stage",
     "distill_model",
-    "save_model_atomic",
 ]

@@ -319,4 +319,22 @@ def _refuse_unsafe(config, *, path: Path, trust: bool, notes: list[str], nested=
         notes.append(f"trusted by the user: {problem}")
 
 
-__all__ = ["LoadedModel", "load_model", "bridge_keras3_model", "ABS_TOLERANCE"]
+__all__ = ["LoadedModel", "load_model", "bridge_keras3_model", "save_model_atomic", "ABS_TOLERANCE"]
+
+
+def save_model_atomic(model, path: str | Path) -> Path:
+    """Save ``model`` to ``path`` via a temporary file in the same folder, then rename."""
+    import os
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp = tmp_dir / path.name
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
