@@ -155,3 +155,38 @@ def test_backend_c_library_in_the_bundle(mcu_build, tmp_path):
                                "-I", str(c_dir), "-o", str(tmp_path / (src.stem + ".o"))],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_regression_autoencoder_end_to_end(tmp_path, digits_npz):
+    """Reconstruction (arrays as targets): the metric is MSE, no per-class table,
+    and the int8 model still reconstructs about as well as the float one."""
+    from edgeslim._tf import keras
+    from edgeslim.pipeline import build
+    from edgeslim import recipe as R
+
+    d = np.load(digits_npz)
+    x_train = d["x_train"].reshape(len(d["x_train"]), 64)
+    x_test = d["x_test"].reshape(len(d["x_test"]), 64)
+    data = tmp_path / "ae.npz"
+    np.savez(data, x_train=x_train, y_train=x_train, x_test=x_test, y_test=x_test)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(32, activation="relu", name="enc")(inp)
+    h = keras.layers.Dense(12, activation="relu", name="code")(h)
+    h = keras.layers.Dense(32, activation="relu", name="dec")(h)
+    out = keras.layers.Dense(64, activation="sigmoid", name="recon")(h)
+    ae = keras.Model(inp, out, name="autoencoder")
+    ae.compile("adam", "mse")
+    ae.fit(x_train, x_train, epochs=30, batch_size=64, verbose=0)
+    model = tmp_path / "ae.keras"
+    ae.save(model)
+
+    res = build(model, data, target="rpi4", out=tmp_path / "out", drop_stages=("cluster",),
+                flags=R.flags_to_table(seed=0, epochs=1))
+    m = res.report["metric"]
+    assert m["name"] == "mse" and m["higher_is_better"] is False
+    assert res.report["data"]["task"] == "regression" and res.report["per_class"] is None
+    assert m["float"] < 0.05
+    # int8 error no more than 25% above float (MSE, lower is better), and drop = int8 - float
+    assert m["int8"] <= 1.25 * m["float"] + 0.002, m
+    assert abs(m["drop"] - (m["int8"] - m["float"])) < 1e-12
