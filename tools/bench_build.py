@@ -50,6 +50,7 @@ def main() -> None:
             res = build(model_path, npz, target=args.target, out=tmp / f"out{i}",
                         flags=R.flags_to_table(seed=0, epochs=args.epochs))
             runs.append(res.report["timings_s"])
+        report = res.report
 
     steps = list(runs[0])
     print(f"edgeslim build on the digits example, target {args.target}, {args.epochs} epoch(s) per stage, "
@@ -58,6 +59,13 @@ def main() -> None:
     for step in steps:
         s = statistics.median(r[step] for r in runs)
         print(f"{step:<12}{s:>10.2f}{s / epoch_s:>12.1f}")
+    m, size = report["metric"], report["size"]
+    print(f"\nwhat the last build produced: {m['name']} float {m['float']:.4f} -> int8 {m['int8']:.4f} "
+          f"(TFLite Micro {m['int8_tflm']}); gzip'd .tflite {size['float_tflite_gzip_bytes']} -> "
+          f"{size['int8_tflite_gzip_bytes']} B ({size['gzip_ratio']:.2f}x)")
+    for st in report["stages"]:
+        print(f"  {st['name']:<10} {m['name']} {st['metric']:.4f}  {st['tflite_bytes']:>7} B  "
+              f"gzip {st['tflite_gzip_bytes']:>7} B")
 
 
 if __name__ == "__main__":
