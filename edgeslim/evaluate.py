@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeslim._quiet import native_stderr_to
+
 
 @dataclass(frozen=True)
 class IOQuant:
@@ -43,11 +45,8 @@ def _io(detail: dict) -> IOQuant:
 def litert_interpreter(model_bytes: bytes):
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeslim._quiet import native_stderr_to
-
     threads = int(os.environ.get("EDGESLIM_THREADS", "0")) or None
-    with native_stderr_to([]):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-        return Interpreter(model_content=model_bytes, num_threads=threads)
+    return Interpreter(model_content=model_bytes, num_threads=threads)
 
 
 def io_details(model_bytes: bytes) -> tuple[IOQuant, IOQuant]:
@@ -68,7 +67,8 @@ def run_litert(model_bytes: bytes, x: np.ndarray, *, batch: int = 64, raw: bool 
         chunk = x[start : start + batch]
         if current != len(chunk):
             interp.resize_tensor_input(inp["index"], [len(chunk), *qin.shape[1:]])
-            interp.allocate_tensors()
+            with native_stderr_to([]):  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                interp.allocate_tensors()
             current = len(chunk)
         interp.set_tensor(inp["index"], chunk.astype(qin.dtype) if raw else qin.quantize(chunk))
         interp.invoke()
