@@ -276,6 +276,8 @@ def build(
     preserve: set[str] = set()
     qat_skipped: dict = {}
     qat_ran = False
+    qat_choice: dict | None = None
+    prev_tflite: bytes | None = None  # the previous stage's model, converted to int8
     for stage in rcp.active_stages:
         t = time.monotonic()
         progress.stage(stage, "running")
@@ -301,6 +303,16 @@ def build(
             current, calib, int8_io=rcp.build.int8_io,
             allow_float_fallback=True,  # the strict check runs once, on the final model
         )
+        if stage == "qat" and cfg.fallback_to_ptq:
+            qat_choice = _qat_or_ptq(
+                ctx, qat_bytes=stage_tflite,
+                ptq_bytes=prev_tflite or convert.to_int8_tflite(
+                    float_model, calib, int8_io=rcp.build.int8_io, allow_float_fallback=True),
+            )
+            if qat_choice["shipped"] == "ptq":
+                current = float_model
+                progress.echo(f"[qat] {qat_choice['reason']}")
+        prev_tflite = stage_tflite
         figs = _tflite_figures(stage_tflite, _names(layer_names, current))
         wall = time.monotonic() - t
         timings[stage] = wall
@@ -369,7 +381,7 @@ def build(
         float_metric=float_metric, int8_metric=int8_metric, micro_metric=micro_metric,
         micro_agreement=micro_agreement, float_tflite_bytes=len(float_tflite),
         float_tflite_gzip=_gzip_size(float_tflite), final=final, per_class=per_class,
-        qat_ran=qat_ran, qat_skipped=qat_skipped, check=check, timings=timings,
+        qat_ran=qat_ran, qat_skipped=qat_skipped, qat_choice=qat_choice, check=check, timings=timings,
         not_reached=not_reached,
         total_s=time.monotonic() - t_start,
     )
@@ -454,6 +466,29 @@ def _distillation_summary(stages_report: list[dict], int8_metric: float, ds) -> 
         "alpha": i["alpha"],
         "hints": i["hints"],
     }
+
+
+def _qat_or_ptq(ctx, *, qat_bytes: bytes, ptq_bytes: bytes) -> dict:
+    """Which int8 model to ship: QAT's, or plain post-training quantization of the
+    model QAT started from. Decided on the validation split (the test split stays
+    untouched for the report); QAT wins ties. On small data, or when pruning and
+    clustering already made the weights quantization-friendly, a few QAT epochs can
+    end below plain conversion: shipping the worse model would cost users accuracy."""
+    from edgeslim import evaluate
+
+    x, y = ctx.data.x_val, ctx.data.y_val
+    qat_val = ctx.score(evaluate.run_litert(qat_bytes, x), y)
+    ptq_val = ctx.score(evaluate.run_litert(ptq_bytes, x), y)
+    better = (ptq_val > qat_val) if ctx.data.higher_is_better else (ptq_val < qat_val)
+    name = ctx.data.metric_name
+    choice = {"val_int8_qat": qat_val, "val_int8_ptq": ptq_val, "shipped": "ptq" if better else "qat"}
+    if better:
+        choice["reason"] = (f"QAT's int8 model ({name} {qat_val:.4f} on validation) is worse than plain "
+                            f"int8 conversion of the model before QAT ({ptq_val:.4f}): shipping the latter")
+    else:
+        choice["reason"] = (f"QAT's int8 model ({name} {qat_val:.4f} on validation) is at least as good as "
+                            f"plain int8 conversion ({ptq_val:.4f}): shipping it")
+    return choice
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -108,6 +108,13 @@ def test_report_says_which_layers_went_through_qat(mcu_build):
     qat_stage = next(s for s in r["stages"] if s["name"] == "qat")
     annotated = set(qat_stage["info"].get("annotated_layers", []))
     assert {"conv1", "dw1", "pw1", "dw2", "pw2", "fc1", "output"} <= annotated, qat_stage["info"]
+    # QAT's int8 model ships unless plain int8 conversion of the pre-QAT model is strictly
+    # better on the validation split; the report says which and by how much.
+    choice = r["qat"]["choice"]
+    expected = "ptq" if choice["val_int8_ptq"] > choice["val_int8_qat"] else "qat"
+    assert choice["shipped"] == expected and r["qat"]["shipped"] == (expected == "qat")
+    md = (mcu_build.bundle_dir / "report.md").read_text()
+    assert choice["reason"] in md
 
 
 def test_report_has_every_stage_and_per_class(mcu_build):

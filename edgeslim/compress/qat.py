@@ -64,9 +64,16 @@ _HANDLED_BY_TRANSFORMS = ("BatchNormalization", "SeparableConv1D", "SeparableCon
 
 @dataclass(frozen=True)
 class QATConfig:
-    """The ``[qat]`` recipe table."""
+    """The ``[qat]`` recipe table.
+
+    ``fallback_to_ptq``: after QAT, the build compares the int8 model from QAT with
+    plain post-training int8 conversion of the model QAT started from, on the
+    validation split, and ships the better one (QAT wins ties); the report says
+    which shipped and why. False always ships the QAT model.
+    """
 
     epochs: int = 2
+    fallback_to_ptq: bool = True
 
     def __post_init__(self):
         check_epochs(self.epochs, "qat.epochs", minimum=1)

@@ -32,7 +32,7 @@ def _target_dict(target) -> dict:
 def make_report(
     *, model_name, model_source, model_notes, target, dataset, recipe, stages, float_metric,
     int8_metric, micro_metric, micro_agreement, float_tflite_bytes, float_tflite_gzip, final,
-    per_class, qat_ran, qat_skipped, check, timings, total_s, not_reached,
+    per_class, qat_ran, qat_skipped, check, timings, total_s, not_reached, qat_choice=None,
 ) -> dict:
     higher = dataset.higher_is_better
     drop = (float_metric - int8_metric) if higher else (int8_metric - float_metric)
@@ -73,6 +73,8 @@ def make_report(
         "targets_not_reached": not_reached,
         "qat": {
             "ran": qat_ran,
+            "shipped": bool(qat_ran and (qat_choice is None or qat_choice["shipped"] == "qat")),
+            "choice": qat_choice,
             "left_out": [{"layer": k, "reason": v} for k, v in sorted((qat_skipped or {}).items())],
         },
         "check": check.to_dict() if hasattr(check, "to_dict") else check,
