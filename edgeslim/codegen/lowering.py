@@ -53,6 +53,16 @@ class Step:
         return f"op{self.op.index}_params"
 
 
+
+@dataclass(frozen=True)
+class _ConvCommon:
+    geometry: tuple  # (stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w)
+    act_min: int
+    act_max: int
+    prefix: str
+    arrays: list
+    bias: str
+
 class Lowerer:
     def __init__(self, graph: Graph, *, pack_weights: bool = False):
         self.g = graph
@@ -156,6 +166,23 @@ class Lowerer:
         _, oh, ow, _ = ot.shape
         if ic % fic or oc % (ic // fic):
             raise self.fail(op, "filter depth does not divide the input depth")
+        win = self.conv_window(op, xt, wt, ot, ih, iw, fh, fw, oh, ow, oc)
+        sh, sw, dh, dw, ph, pw = win.geometry
+        lo, hi, p, arrays, bias = win.act_min, win.act_max, win.prefix, win.arrays, win.bias
+        params = dict(
+            batches=n, in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc,
+            filter_h=fh, filter_w=fw, filter_in_c=fic, stride_h=sh, stride_w=sw,
+            dilation_h=dh, dilation_w=dw, pad_h=ph, pad_w=pw,
+            input_offset=-xt.zero_point, output_offset=ot.zero_point, act_min=lo, act_max=hi,
+            filter=f"{p}_filter", bias=bias, multiplier=f"{p}_multiplier", shift=f"{p}_shift",
+        )
+        step = Step(op, "es_conv2d_s8", ("conv",), "es_conv_params_t", params, arrays,
+                    [x], [out], macs=n * oh * ow * oc * fh * fw * fic)
+        return self.maybe_pack(step, [wt.data[c].ravel() for c in range(oc)])
+
+    def conv_window(self, op: Operator, xt, wt, ot, ih, iw, fh, fw, oh, ow, oc) -> "_ConvCommon":
+        """What CONV_2D and DEPTHWISE_CONV_2D share: strides, dilation, padding, the fused
+        activation range, and the filter, per-channel requantization and bias arrays."""
         sh, sw = op.option("strideH", 1), op.option("strideW", 1)
         dh, dw = op.option("dilationHFactor", 1), op.option("dilationWFactor", 1)
         ph, pw = self.padding(op, ih, iw, fh, fw, sh, sw, dh, dw, oh, ow)
@@ -168,16 +195,7 @@ class Lowerer:
             ConstArray(f"{p}_shift", "int8_t", np.array(shift)),
         ]
         bias = self.bias(op, 2, oc, arrays)
-        params = dict(
-            batches=n, in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc,
-            filter_h=fh, filter_w=fw, filter_in_c=fic, stride_h=sh, stride_w=sw,
-            dilation_h=dh, dilation_w=dw, pad_h=ph, pad_w=pw,
-            input_offset=-xt.zero_point, output_offset=ot.zero_point, act_min=lo, act_max=hi,
-            filter=f"{p}_filter", bias=bias, multiplier=f"{p}_multiplier", shift=f"{p}_shift",
-        )
-        step = Step(op, "es_conv2d_s8", ("conv",), "es_conv_params_t", params, arrays,
-                    [x], [out], macs=n * oh * ow * oc * fh * fw * fic)
-        return self.maybe_pack(step, [wt.data[c].ravel() for c in range(oc)])
+        return _ConvCommon((sh, sw, dh, dw, ph, pw), lo, hi, p, arrays, bias)
 
     def bias(self, op: Operator, slot: int, channels: int, arrays: list) -> str:
         if len(op.inputs) <= slot or op.inputs[slot] < 0:
@@ -201,18 +219,9 @@ class Lowerer:
         if oc % ic:
             raise self.fail(op, "output depth is not a multiple of the input depth")
         dm = oc // ic
-        sh, sw = op.option("strideH", 1), op.option("strideW", 1)
-        dh, dw = op.option("dilationHFactor", 1), op.option("dilationWFactor", 1)
-        ph, pw = self.padding(op, ih, iw, fh, fw, sh, sw, dh, dw, oh, ow)
-        lo, hi = self.act_range(op, ot)
-        mult, shift = quant.conv_multipliers(xt.scale, wt.scales, ot.scale, oc)
-        p = f"op{op.index}"
-        arrays = [
-            ConstArray(f"{p}_filter", "int8_t", wt.data.ravel()),
-            ConstArray(f"{p}_multiplier", "int32_t", np.array(mult)),
-            ConstArray(f"{p}_shift", "int8_t", np.array(shift)),
-        ]
-        bias = self.bias(op, 2, oc, arrays)
+        win = self.conv_window(op, xt, wt, ot, ih, iw, fh, fw, oh, ow, oc)
+        sh, sw, dh, dw, ph, pw = win.geometry
+        lo, hi, p, arrays, bias = win.act_min, win.act_max, win.prefix, win.arrays, win.bias
         params = dict(
             batches=n, in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, depth_multiplier=dm,
             filter_h=fh, filter_w=fw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
