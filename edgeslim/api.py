@@ -113,18 +113,19 @@ def build(
 
     in_process = _tf_keras_usable_here() and not any(_is_keras3_model(m) for m in [model, *teachers])
     if in_process:
-        if isinstance(data, dict):
-            data = _dict_to_dataset_path(data, Path(tempfile.mkdtemp(prefix="edgeslim-data-")))
         table = recipe_mod.flags_to_table(**flags)
         progress = Progress(echo=(lambda line: print(line, flush=True)) if verbose else (lambda line: None))
         from edgeslim.pipeline import build as _build
 
-        return _build(
-            model, data, target=target, recipe=recipe, flags=table, drop_stages=drop,
-            add_stages=add, teacher=list(teachers) or None, out=out, ram=ram, flash=flash,
-            trust_model=trust_model, backend=backend, pack_weights=pack_weights, labels=labels,
-            name=name, progress=progress,
-        )
+        with tempfile.TemporaryDirectory(prefix="edgeslim-data-") as tmp:
+            if isinstance(data, dict):
+                data = _dict_to_dataset_path(data, Path(tmp))
+            return _build(
+                model, data, target=target, recipe=recipe, flags=table, drop_stages=drop,
+                add_stages=add, teacher=list(teachers) or None, out=out, ram=ram, flash=flash,
+                trust_model=trust_model, backend=backend, pack_weights=pack_weights,
+                labels=labels, name=name, progress=progress,
+            )
     return _build_in_child(
         model, data, target=target, recipe=recipe, out=out, drop=drop, ram=ram, flash=flash,
         trust_model=trust_model, backend=backend, pack_weights=pack_weights, teachers=teachers,
@@ -139,10 +140,8 @@ def _dict_to_dataset_path(data: dict, folder: Path) -> Path:
 
 
 def _dataset_to_npz(ds, folder: Path) -> Path:
-    path = folder / "data.npz"
-    np.savez(path, x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val,
-             x_test=ds.x_test, y_test=ds.y_test)
-    return path
+    splits = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return _dict_to_dataset_path({k: getattr(ds, k) for k in splits}, folder)
 
 
 def _save_for_child(model, folder: Path, name: str) -> Path:

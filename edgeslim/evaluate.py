@@ -54,10 +54,9 @@ def io_details(model_bytes: bytes) -> tuple[IOQuant, IOQuant]:
     return _io(interp.get_input_details()[0]), _io(interp.get_output_details()[0])
 
 
-def run_litert(model_bytes: bytes, x: np.ndarray, *, batch: int = 64, raw: bool = False) -> np.ndarray:
+def run_litert(model_bytes: bytes, x: np.ndarray, *, batch: int = 64) -> np.ndarray:
     """Run the model on float inputs ``x`` (quantized here when the model's input
-    is int8) and return float outputs (dequantized), or the raw output tensor
-    values when ``raw`` is set (then ``x`` is taken as already typed)."""
+    is int8) and return float outputs (dequantized)."""
     interp = litert_interpreter(model_bytes)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     qin, qout = _io(inp), _io(out)
@@ -70,10 +69,9 @@ def run_litert(model_bytes: bytes, x: np.ndarray, *, batch: int = 64, raw: bool 
             with native_stderr_to([]):  # "INFO: Created TensorFlow Lite XNNPACK delegate"
                 interp.allocate_tensors()
             current = len(chunk)
-        interp.set_tensor(inp["index"], chunk.astype(qin.dtype) if raw else qin.quantize(chunk))
+        interp.set_tensor(inp["index"], qin.quantize(chunk))
         interp.invoke()
-        y = interp.get_tensor(out["index"]).copy()
-        results.append(y if raw else qout.dequantize(y))
+        results.append(qout.dequantize(interp.get_tensor(out["index"]).copy()))
     return np.concatenate(results, axis=0)
 
 
