@@ -30,7 +30,7 @@ from edgeslim.pipeline import BuildResult, Progress
 _FLAG_KEYS = (
     "seed", "sparsity", "structure", "clusters", "epochs", "prune_epochs", "cluster_epochs",
     "qat_epochs", "representative_samples", "allow_float_fallback", "distill_width",
-    "distill_epochs", "temperature", "alpha", "rank_energy", "calibration",
+    "distill_epochs", "temperature", "alpha", "rank_energy", "calibration", "max_drop", "no_guard",
 )
 
 
@@ -89,6 +89,7 @@ def build(
     labels: list[str] | None = None,
     name: str | None = None,
     verbose: bool = True,
+    test_data=None,
     **flags: Any,
 ) -> BuildResult:
     """Compress, convert, check and bundle ``model`` for ``target``; see ``edgeslim build --help``.
@@ -98,8 +99,9 @@ def build(
     Other keyword arguments are the recipe flags: seed, sparsity, structure,
     clusters, epochs, prune_epochs, cluster_epochs, qat_epochs,
     representative_samples, allow_float_fallback, distill_width, distill_epochs,
-    temperature, alpha, rank_energy, calibration. ``teacher``: a path (or a list of
-    paths) of teacher models to distill into ``model`` first.
+    temperature, alpha, rank_energy, calibration, max_drop, no_guard. ``teacher``: a
+    path (or a list of paths) of teacher models to distill into ``model`` first.
+    ``test_data``: a path (.npz with x_test, y_test; image folder) scored as the test split.
     """
     from edgeslim import recipe as recipe_mod
 
@@ -124,12 +126,12 @@ def build(
                 model, data, target=target, recipe=recipe, flags=table, drop_stages=drop,
                 add_stages=add, teacher=list(teachers) or None, out=out, ram=ram, flash=flash,
                 trust_model=trust_model, backend=backend, pack_weights=pack_weights,
-                labels=labels, name=name, progress=progress,
+                labels=labels, name=name, progress=progress, test_data=test_data,
             )
     return _build_in_child(
         model, data, target=target, recipe=recipe, out=out, drop=drop, ram=ram, flash=flash,
         trust_model=trust_model, backend=backend, pack_weights=pack_weights, teachers=teachers,
-        labels=labels, name=name, verbose=verbose, flags=flags,
+        labels=labels, name=name, verbose=verbose, flags=flags, test_data=test_data,
     )
 
 
@@ -153,7 +155,7 @@ def _save_for_child(model, folder: Path, name: str) -> Path:
 
 
 def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust_model, backend,
-                    pack_weights, teachers, labels, name, verbose, flags) -> BuildResult:
+                    pack_weights, teachers, labels, name, verbose, flags, test_data=None) -> BuildResult:
     from edgeslim import recipe as recipe_mod
     from edgeslim.io.dataset import Dataset
 
@@ -187,7 +189,8 @@ def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust
                 cmd += [opt, str(value)]
         for stage in drop:
             cmd.append(f"--no-{stage}")
-        for opt, value in (("--ram", ram), ("--flash", flash), ("--name", name)):
+        for opt, value in (("--ram", ram), ("--flash", flash), ("--name", name),
+                           ("--test-data", test_data)):
             if value is not None:
                 cmd += [opt, str(value)]
         if trust_model:

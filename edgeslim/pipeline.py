@@ -7,6 +7,7 @@ written to the output directory until every step has succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -162,6 +163,7 @@ def build(
     labels: list[str] | None = None,
     name: str | None = None,
     progress: Progress | None = None,
+    test_data=None,
 ) -> BuildResult:
     """Compress ``model``, convert it to int8, check it against ``target``, write the bundle.
 
@@ -170,6 +172,7 @@ def build(
     ``recipe``: None, a path to a TOML recipe, a dict of recipe tables, or a Recipe.
     ``teacher``: a path or tf_keras model (or a list of them) that the distill stage
     distils into ``model``; without it, distill derives the student from ``model``.
+    ``test_data``: a separate .npz or image folder scored as the test split.
     """
     from edgeslim import convert, evaluate, targets
     from edgeslim._tf import keras, tf
@@ -226,7 +229,7 @@ def build(
         ds = data
     else:
         ds = load_data(data, seed=seed or 0, val_fraction=rcp.build.val_fraction,
-                       test_fraction=rcp.build.test_fraction)
+                       test_fraction=rcp.build.test_fraction, test_data=test_data)
     check_data_fits_model(ds, kmodel)
     teacher_models = []
     if teacher is not None:
@@ -259,84 +262,82 @@ def build(
     progress.stage("baseline", "evaluating the float model")
     float_pred = ctx.predict(kmodel, ds.x_test)
     float_metric = ctx.score(float_pred, ds.y_test)
+    float_val = ctx.evaluate(kmodel, "val")
     float_tflite = convert.to_float_tflite(kmodel)
-    stages_report = [{
-        "name": "baseline", "metric": float_metric, "params": count_params(kmodel),
+    stages_head = [{
+        "name": "baseline", "metric": float_metric, "metric_val": float_val,
+        "params": count_params(kmodel),
         "tflite_bytes": len(float_tflite), "tflite_gzip_bytes": _gzip_size(float_tflite),
         "tflite_kind": "float32", "wall_s": time.monotonic() - t,
     }]
     timings["baseline"] = time.monotonic() - t
-    progress.echo(f"[baseline] float {ds.metric_name} = {float_metric:.4f}, "
+    evaluation = test_split_facts(ds, float_test=float_metric, float_val=float_val)
+    progress.echo(f"[baseline] float {ds.metric_name}: validation {float_val:.4f}, "
+                  f"test {float_metric:.4f} ({evaluation['test_split']}); "
                   f"float .tflite {len(float_tflite)} bytes")
+    if evaluation["warning"]:
+        progress.echo(f"[baseline] WARNING: {evaluation['warning']}")
 
-    # -- compression stages --------------------------------------------------------
-    current = float_model = kmodel
+    # -- candidates: plain int8, then the recipe (backing off while over budget) --------
+    from edgeslim import guard
+
+    budget = guard.Budget.for_task(rcp.build.max_drop, ds.task)
     layer_names = [layer.name for layer in kmodel.layers]
-    stage_targets: list[dict] = []
-    preserve: set[str] = set()
-    qat_skipped: dict = {}
-    qat_ran = False
-    qat_choice: dict | None = None
-    prev_tflite: bytes | None = None  # the previous stage's model, converted to int8
-    for stage in rcp.active_stages:
+    t = time.monotonic()
+    plain = guard.Candidate(name=guard.PLAIN, recipe=None, rung=None, model=kmodel)
+    plain.tflite = convert.to_int8_tflite(kmodel, calib, int8_io=rcp.build.int8_io,
+                                          allow_float_fallback=rcp.build.allow_float_fallback)
+    _score_candidate(plain, ctx, budget, float_val)
+    plain.wall_s = time.monotonic() - t
+    timings["plain_int8"] = plain.wall_s
+    progress.echo(f"[guard] budget: at most {budget.describe()}; plain int8: validation "
+                  f"{ds.metric_name} {plain.val_metric:.4f} (drop {plain.val_drop:.2f} {budget.unit})")
+    candidates = [plain]
+    chosen = plain
+    rungs = rcp.build.backoff_steps if rcp.build.guard else 0
+    for rung in range(rungs + 1) if rcp.active_stages else ():
+        cand_rcp, changes = guard.backoff(rcp, rung)
+        cand_name = "recipe" if rung == 0 else f"back-off {rung}"
+        if rung:
+            progress.echo(f"[guard] {cand_name}: " + "; ".join(
+                f"{st} " + ", ".join(f"{k} {v}" for k, v in ch.items()) for st, ch in changes.items()))
         t = time.monotonic()
-        progress.stage(stage, "running")
-        fn = recipe_mod.stage_function(stage)
-        cfg = rcp.config(stage)
-        kwargs = {"preserve": set(preserve)} if stage == "qat" else {}
-        if stage == "distill":
-            kwargs = {"teachers": teacher_models}
-        outcome = fn(current, cfg, ctx=ctx, **kwargs)
-        current = outcome.model
-        stage_targets.append(outcome.info.get("targets") or {})
-        if stage != "qat":
-            float_model = current
-        if stage == "prune":
-            preserve.add("sparsity")
-        elif stage == "cluster":
-            preserve.add("clusters")
-        elif stage == "qat":
-            qat_ran = True
-            qat_skipped = dict(outcome.skipped)
-        metric = ctx.evaluate(current, "test")
-        stage_tflite = convert.to_int8_tflite(
-            current, calib, int8_io=rcp.build.int8_io,
-            allow_float_fallback=True,  # the strict check runs once, on the final model
-        )
-        if stage == "qat" and cfg.fallback_to_ptq:
-            qat_choice = _qat_or_ptq(
-                ctx, qat_bytes=stage_tflite,
-                ptq_bytes=prev_tflite or convert.to_int8_tflite(
-                    float_model, calib, int8_io=rcp.build.int8_io, allow_float_fallback=True),
-            )
-            if qat_choice["shipped"] == "ptq":
-                current = float_model
-                progress.echo(f"[qat] {qat_choice['reason']}")
-        prev_tflite = stage_tflite
-        figs = _tflite_figures(stage_tflite, _names(layer_names, current))
-        wall = time.monotonic() - t
-        timings[stage] = wall
-        stages_report.append({
-            # QAT adds quantizer state to the weights: count the model it wraps.
-            "name": stage, "metric": metric, "params": count_params(float_model),
-            "nonzero_weights": figs["nonzero_weights"],
-            "tflite_bytes": figs["bytes"], "tflite_gzip_bytes": figs["gzip_bytes"],
-            "tflite_kind": "int8", "weights": figs["inspect"].get("weights"),
-            "info": outcome.info, "skipped": outcome.skipped, "wall_s": wall,
-        })
-        progress.echo(f"[{stage}] {ds.metric_name} = {metric:.4f}, int8 .tflite "
-                      f"{figs['bytes']} bytes ({figs['gzip_bytes']} gzip'd), {wall:.1f}s")
+        cand = guard.Candidate(name=cand_name, recipe=cand_rcp, rung=rung, changes=changes)
+        cand.run = _run_stages(kmodel, cand_rcp, ctx, calib, teacher_models, layer_names,
+                               progress, timings)
+        cand.model = cand.run.current
+        cand.failed = cand.run.failure
+        cand.tflite = convert.to_int8_tflite(
+            cand.model, calib, int8_io=rcp.build.int8_io,
+            allow_float_fallback=rcp.build.allow_float_fallback)
+        _score_candidate(cand, ctx, budget, float_val)
+        cand.wall_s = time.monotonic() - t
+        candidates.append(cand)
+        verdict = ("within budget" if cand.within_budget else
+                   f"FAILED: {cand.failed}" if cand.failed else "over budget")
+        progress.echo(f"[guard] {cand_name}: validation {ds.metric_name} {cand.val_metric:.4f} "
+                      f"(drop {cand.val_drop:.2f} {budget.unit}), {len(cand.tflite)} bytes: {verdict}")
+        if cand.within_budget or not rcp.build.guard:
+            chosen = cand
+            break
+    guard_summary = _guard_summary(candidates, chosen, budget, rcp, float_val)
+    progress.echo(f"[guard] shipping {chosen.name}: {guard_summary['reason']}")
+
+    run = chosen.run
+    current = chosen.model
+    float_model = run.float_model if run else kmodel
+    stages_report = stages_head + (run.stages_report if run else [])
+    model_bytes = chosen.tflite
+    # The recipe that rebuilds what ships (plain int8: no compression stage).
+    shipped_rcp = chosen.recipe or dataclasses.replace(
+        rcp, build=dataclasses.replace(rcp.build, stages=()))
 
     # -- convert ------------------------------------------------------------------
     t = time.monotonic()
-    progress.stage("convert", f"fully-integer conversion ({len(calib)} calibration samples)")
-    model_bytes = convert.to_int8_tflite(
-        current, calib, int8_io=rcp.build.int8_io, allow_float_fallback=rcp.build.allow_float_fallback
-    )
     final = _tflite_figures(model_bytes, _names(layer_names, current))
     from edgeslim.tflite_inspect import merge_targets, unmet_targets
 
-    not_reached = unmet_targets(final["info"], merge_targets(*stage_targets))
+    not_reached = unmet_targets(final["info"], merge_targets(*(run.stage_targets if run else [])))
     # The float16 (GPU) variant comes from the last model without QAT's fake-quant wrappers.
     fp16_bytes = convert.to_fp16_tflite(float_model) if tgt.wants_fp16 else None
     timings["convert"] = time.monotonic() - t
@@ -349,20 +350,21 @@ def build(
 
     # -- evaluate the int8 model ----------------------------------------------------
     t = time.monotonic()
-    progress.stage("evaluate", "int8 model on the held-out set (LiteRT)")
+    progress.stage("evaluate", "int8 model on the test split (LiteRT)")
     int8_pred = evaluate.run_litert(model_bytes, ds.x_test)
     int8_metric = ctx.score(int8_pred, ds.y_test)
     micro_metric = None
     micro_agreement = None
     if tgt.kind == "mcu":
-        progress.stage("evaluate", "int8 model on the held-out set (TFLite Micro reference kernels)")
+        progress.stage("evaluate", "int8 model on the test split (TFLite Micro reference kernels)")
         micro_pred = evaluate.run_micro(model_bytes, ds.x_test)
         micro_metric = ctx.score(micro_pred, ds.y_test)
         if ds.task == CLASSIFICATION:
             micro_agreement = float(np.mean(np.argmax(micro_pred, -1) == np.argmax(int8_pred, -1)))
     timings["evaluate"] = time.monotonic() - t
     stages_report.append({
-        "name": "int8", "metric": int8_metric, "metric_tflm": micro_metric,
+        "name": "int8", "metric": int8_metric, "metric_val": chosen.val_metric,
+        "metric_tflm": micro_metric,
         "params": count_params(float_model), "nonzero_weights": final["nonzero_weights"],
         "tflite_bytes": final["bytes"],
         "tflite_gzip_bytes": final["gzip_bytes"], "tflite_kind": "int8",
@@ -377,16 +379,29 @@ def build(
         per_class = per_class_table(ds.y_test, float_pred, int8_pred, ds.num_classes, ds.class_names)
     report = make_report(
         model_name=model_name, model_source=model_source, model_notes=model_notes,
-        target=tgt, dataset=ds, recipe=rcp, stages=stages_report,
+        target=tgt, dataset=ds, recipe=shipped_rcp, stages=stages_report,
         float_metric=float_metric, int8_metric=int8_metric, micro_metric=micro_metric,
         micro_agreement=micro_agreement, float_tflite_bytes=len(float_tflite),
         float_tflite_gzip=_gzip_size(float_tflite), final=final, per_class=per_class,
-        qat_ran=qat_ran, qat_skipped=qat_skipped, qat_choice=qat_choice, check=check, timings=timings,
+        qat_ran=bool(run and run.qat_ran), qat_skipped=run.qat_skipped if run else {},
+        qat_choice=run.qat_choice if run else None, check=check, timings=timings,
         not_reached=not_reached,
         total_s=time.monotonic() - t_start,
     )
+    report["metric"]["validation"] = {
+        "float": float_val, "int8": chosen.val_metric,
+        "drop": (float_val - chosen.val_metric) if ds.higher_is_better
+        else (chosen.val_metric - float_val),
+    }
+    report["evaluation"] = evaluation
+    report["guard"] = guard_summary
     report["calibration"] = {"method": rcp.build.calibration, "samples": int(len(calib))}
     report["distillation"] = _distillation_summary(stages_report, int8_metric, ds)
+    if chosen is plain and any(c.run for c in candidates):
+        # What the compression stages did, although their model did not ship.
+        tried = candidates[-1].run
+        report["distillation"] = report["distillation"] or _distillation_summary(
+            tried.stages_report, None, ds)
 
     # -- write the bundle atomically ---------------------------------------------------------
     out = Path(out)
@@ -397,7 +412,7 @@ def build(
         (tmp / "model.tflite").write_bytes(model_bytes)
         if fp16_bytes is not None:
             (tmp / "model_fp16.tflite").write_bytes(fp16_bytes)
-        (tmp / "recipe.toml").write_text(rcp.to_toml(), encoding="utf-8")
+        (tmp / "recipe.toml").write_text(shipped_rcp.to_toml(), encoding="utf-8")
         from edgeslim import bundle
 
         bundle.write_target_files(
@@ -430,7 +445,164 @@ def build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     progress.stage("done", f"bundle written to {final_dir}")
-    return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=rcp)
+    return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
+
+
+
+@dataclass
+class _StagesRun:
+    """What running the recipe's compression stages produced."""
+
+    current: Any  # the last stage's model (QAT-wrapped when QAT shipped)
+    float_model: Any  # the last model without QAT's fake-quant wrappers
+    stages_report: list
+    stage_targets: list
+    qat_ran: bool = False
+    qat_skipped: dict = field(default_factory=dict)
+    qat_choice: dict | None = None
+    failure: str | None = None  # a stage's own verdict that its model is unusable
+
+
+def _run_stages(kmodel, rcp, ctx, calib, teacher_models, layer_names, progress, timings) -> _StagesRun:
+    """Run the recipe's compression stages in order on ``kmodel`` (unchanged)."""
+    from edgeslim import convert
+    from edgeslim.compress.context import count_params
+
+    current = float_model = kmodel
+    run = _StagesRun(current=kmodel, float_model=kmodel, stages_report=[], stage_targets=[])
+    preserve: set[str] = set()
+    prev_tflite: bytes | None = None  # the previous stage's model, converted to int8
+    for stage in rcp.active_stages:
+        t = time.monotonic()
+        progress.stage(stage, "running")
+        fn = recipe_mod.stage_function(stage)
+        cfg = rcp.config(stage)
+        kwargs = {"preserve": set(preserve)} if stage == "qat" else {}
+        if stage == "distill":
+            kwargs = {"teachers": teacher_models}
+        outcome = fn(current, cfg, ctx=ctx, **kwargs)
+        current = outcome.model
+        run.stage_targets.append(outcome.info.get("targets") or {})
+        if outcome.info.get("student_failed"):
+            run.failure = outcome.info.get("failure") or f"the {stage} stage's student failed to learn"
+        if stage != "qat":
+            float_model = current
+        if stage == "prune":
+            preserve.add("sparsity")
+        elif stage == "cluster":
+            preserve.add("clusters")
+        elif stage == "qat":
+            run.qat_ran = True
+            run.qat_skipped = dict(outcome.skipped)
+        metric = ctx.evaluate(current, "test")
+        metric_val = ctx.evaluate(current, "val")
+        stage_tflite = convert.to_int8_tflite(
+            current, calib, int8_io=rcp.build.int8_io,
+            allow_float_fallback=True,  # the strict check runs on the candidate's final model
+        )
+        if stage == "qat" and cfg.fallback_to_ptq:
+            run.qat_choice = _qat_or_ptq(
+                ctx, qat_bytes=stage_tflite,
+                ptq_bytes=prev_tflite or convert.to_int8_tflite(
+                    float_model, calib, int8_io=rcp.build.int8_io, allow_float_fallback=True),
+            )
+            if run.qat_choice["shipped"] == "ptq":
+                current = float_model
+                progress.echo(f"[qat] {run.qat_choice['reason']}")
+        prev_tflite = stage_tflite
+        figs = _tflite_figures(stage_tflite, _names(layer_names, current))
+        wall = time.monotonic() - t
+        timings[stage] = timings.get(stage, 0.0) + wall
+        run.stages_report.append({
+            # QAT adds quantizer state to the weights: count the model it wraps.
+            "name": stage, "metric": metric, "metric_val": metric_val,
+            "params": count_params(float_model),
+            "nonzero_weights": figs["nonzero_weights"],
+            "tflite_bytes": figs["bytes"], "tflite_gzip_bytes": figs["gzip_bytes"],
+            "tflite_kind": "int8", "weights": figs["inspect"].get("weights"),
+            "info": outcome.info, "skipped": outcome.skipped, "wall_s": wall,
+        })
+        progress.echo(f"[{stage}] {ctx.data.metric_name}: validation {metric_val:.4f}, test "
+                      f"{metric:.4f} (float model); int8 .tflite {figs['bytes']} bytes "
+                      f"({figs['gzip_bytes']} gzip'd), {wall:.1f}s")
+    run.current, run.float_model = current, float_model
+    return run
+
+
+def _score_candidate(cand, ctx, budget, float_val: float) -> None:
+    """The candidate's int8 model on the validation split (LiteRT), against the budget."""
+    from edgeslim import evaluate
+
+    cand.val_metric = ctx.score(evaluate.run_litert(cand.tflite, ctx.data.x_val), ctx.data.y_val)
+    cand.val_drop = budget.drop(float_val, cand.val_metric)
+    cand.within_budget = budget.allows(cand.val_drop) and cand.failed is None
+
+
+def _guard_summary(candidates, chosen, budget, rcp, float_val: float) -> dict:
+    """Every candidate tried with its validation figure, what shipped and why."""
+    from edgeslim.guard import PLAIN
+
+    plain = candidates[0]
+    compressed = candidates[1:]
+    if not compressed:
+        reason = "the recipe runs no compression stage"
+    elif chosen is not plain and not rcp.build.guard:
+        reason = "build.guard = false: the recipe's model ships whatever it scores"
+        if not chosen.within_budget:
+            reason += f" (validation drop {chosen.val_drop:.2f} {budget.unit}, over the budget)"
+    elif chosen is not plain:
+        reason = (f"validation drop {chosen.val_drop:.2f} {budget.unit} is within the budget of "
+                  f"{budget.max_drop:g}")
+        if chosen.rung:
+            reason += f" after {chosen.rung} back-off step(s)"
+    else:
+        closest = min(compressed, key=lambda c: c.val_drop)
+        why = "; ".join(f"{c.name}: " + (f"failed ({c.failed})" if c.failed else
+                                          f"drop {c.val_drop:.2f} {budget.unit}") for c in compressed)
+        reason = (f"no compressed candidate fits the budget of {budget.describe()} ({why}); "
+                  f"shipping plain int8 conversion (closest compressed candidate: {closest.name})")
+    if not plain.within_budget:
+        note = (f"even plain int8 conversion loses {plain.val_drop:.2f} {budget.unit} on validation, "
+                f"over the budget of {budget.max_drop:g}")
+        reason += f". Note: {note}" if chosen is plain else ""
+    return {
+        "max_drop": budget.max_drop, "unit": budget.unit, "measured_on": "validation",
+        "interpreter": "LiteRT", "enabled": bool(rcp.build.guard),
+        "float_val_metric": float_val,
+        "candidates": [c.to_dict() for c in candidates],
+        "shipped": chosen.name, "shipped_is_plain_int8": chosen.name == PLAIN, "reason": reason,
+    }
+
+
+def test_split_facts(ds, *, float_test: float, float_val: float) -> dict:
+    """Where the test split came from, and a warning when it likely overlaps training data.
+
+    A test split carved from the training samples the user gave may hold samples the
+    model was trained on; its figures then overstate. The warning fires, for such a
+    split, when the float model is at or near perfect on it (accuracy >= 0.99) or far
+    above its validation score (>= 5 points higher; for regression, MSE under half the
+    validation MSE).
+    """
+    from edgeslim.io.dataset import CARVED, TEST_FILE
+
+    origin = ds.test_origin
+    describe = {CARVED: "carved from the training data given",
+                TEST_FILE: f"--test-data {ds.test_source}"}.get(origin, f"given in {Path(ds.source).name}")
+    warning = None
+    if origin == CARVED:
+        if ds.higher_is_better:
+            suspicious = float_test >= 0.99 or float_test - float_val >= 0.05
+            seen = f"float accuracy {float_test:.4f} on it, {float_val:.4f} on validation"
+        else:
+            suspicious = float_test <= 0.5 * float_val
+            seen = f"float MSE {float_test:.4g} on it, {float_val:.4g} on validation"
+        if suspicious:
+            warning = (f"the test split was carved from the training data given ({seen}); it likely "
+                       "overlaps the samples the model was trained on, so the test figures "
+                       "overstate. Pass the held-out data the model never saw with --test-data.")
+    return {"test_split": describe, "test_origin": origin, "test_samples": int(len(ds.x_test)),
+            "val_origin": ds.val_origin, "val_samples": int(len(ds.x_val)),
+            "float_test": float_test, "float_val": float_val, "warning": warning}
 
 
 def _names(original: list[str], model) -> list[str]:
@@ -447,7 +619,7 @@ def _distillation_summary(stages_report: list[dict], int8_metric: float, ds) -> 
     i = stage["info"]
     higher = ds.higher_is_better
     int8_vs_scratch = None
-    if i.get("scratch_metric") is not None:
+    if i.get("scratch_metric") is not None and int8_metric is not None:
         int8_vs_scratch = (int8_metric - i["scratch_metric"]) if higher else (i["scratch_metric"] - int8_metric)
     return {
         "metric": ds.metric_name,

@@ -30,6 +30,7 @@ else:  # pragma: no cover
 # stage name -> (module, config class, function). Order here is the default order.
 STAGES: dict[str, tuple[str, str, str]] = {
     "distill": ("edgeslim.compress.distill", "DistillConfig", "distill_stage"),
+    "channels": ("edgeslim.compress.channels", "ChannelsConfig", "prune_channels"),
     "lowrank": ("edgeslim.compress.lowrank", "LowRankConfig", "lowrank"),
     "prune": ("edgeslim.compress.prune", "PruneConfig", "prune"),
     "cluster": ("edgeslim.compress.cluster", "ClusterConfig", "cluster"),
@@ -55,6 +56,13 @@ class BuildConfig:
     test_fraction: float = 0.2
     stages: tuple[str, ...] = DEFAULT_STAGES
     calibration: str = "random"
+    # The accuracy guard (edgeslim.guard): the most a shipped model may lose on the
+    # validation split, in accuracy points (classification) or percent of MSE increase
+    # (regression); None: 1.0 point / 10 %. guard = false ships the recipe's model whatever
+    # it scores; backoff_steps: rungs of the back-off ladder tried before plain int8.
+    max_drop: float | None = None
+    guard: bool = True
+    backoff_steps: int = 2
 
     def validate(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -69,6 +77,13 @@ class BuildConfig:
                               "Use e.g. 100-500 calibration samples.")
         if self.batch_size < 1:
             raise RecipeError("build.batch_size must be at least 1")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1000:
+            raise RecipeError(f"build.max_drop = {self.max_drop!r} must be 0 or more",
+                              "Accuracy points (e.g. 1.0), or percent of MSE increase for "
+                              "regression (e.g. 10).")
+        if not 0 <= self.backoff_steps <= 5:
+            raise RecipeError(f"build.backoff_steps = {self.backoff_steps!r} must be 0 to 5",
+                              "Each step retrains every stage: 2 is the default.")
         if self.patience < 0:
             raise RecipeError("build.patience must be 0 or more")
         if not 0 < self.learning_rate < 1:
@@ -318,6 +333,8 @@ def flags_to_table(
     alpha: float | None = None,
     rank_energy: float | None = None,
     calibration: str | None = None,
+    max_drop: float | None = None,
+    no_guard: bool = False,
 ) -> dict:
     """The common CLI flags as recipe tables (only what the user set)."""
     t: dict[str, dict] = {"build": {}, "prune": {}, "cluster": {}, "qat": {}, "distill": {},
@@ -330,6 +347,10 @@ def flags_to_table(
         t["lowrank"]["rank_energy"] = rank_energy
     if calibration is not None:
         t["build"]["calibration"] = calibration
+    if max_drop is not None:
+        t["build"]["max_drop"] = max_drop
+    if no_guard:
+        t["build"]["guard"] = False
     if seed is not None:
         t["build"]["seed"] = seed
     if representative_samples is not None:

@@ -18,6 +18,12 @@ _RECIPE_FLAGS = [
     click.option("--no-qat", is_flag=True, help="Skip QAT (post-training quantization only)."),
     click.option("--representative-samples", type=int,
                  help="Calibration samples for the int8 conversion (default 200)."),
+    click.option("--max-drop", type=float,
+                 help="Accuracy guard: the most the shipped model may lose on the validation split, "
+                      "in accuracy points (default 1.0), or percent of MSE increase for regression "
+                      "(default 10). Compression backs off, or plain int8 ships, to stay within it."),
+    click.option("--no-guard", is_flag=True,
+                 help="Ship the recipe's compressed model whatever its accuracy drop."),
     click.option("--allow-float-fallback", is_flag=True,
                  help="Accept ops that stay float instead of failing (not for microcontrollers)."),
 ]
@@ -40,7 +46,8 @@ def print_summary(result) -> None:
     console = Console(highlight=False)
     table = Table(title=f"edgeslim: {r['model']['name']} -> {r['target']['name']}")
     table.add_column("stage")
-    table.add_column(m["name"], justify="right")
+    table.add_column(f"{m['name']} (val)", justify="right")
+    table.add_column(f"{m['name']} (test)", justify="right")
     table.add_column("params", justify="right")
     table.add_column(".tflite", justify="right")
     table.add_column("gzip'd", justify="right")
@@ -49,14 +56,24 @@ def print_summary(result) -> None:
         metric = f"{s['metric']:.4f}"
         if s.get("metric_tflm") is not None:
             metric += f" (TFLM {s['metric_tflm']:.4f})"
-        table.add_row(s["name"], metric, str(s["params"]), f"{s['tflite_bytes']:,} B",
+        val = "" if s.get("metric_val") is None else f"{s['metric_val']:.4f}"
+        table.add_row(s["name"], val, metric, str(s["params"]), f"{s['tflite_bytes']:,} B",
                       f"{s['tflite_gzip_bytes']:,} B", f"{s['wall_s']:.1f}s")
     console.print(table)
+    e, v, g = r["evaluation"], m["validation"], r["guard"]
+    word = "drop" if m["higher_is_better"] else "increase"
+    if e["warning"]:
+        console.print(f"[bold red]WARNING:[/bold red] {e['warning']}")
+    console.print(
+        f"{m['name']} on the test split ({e['test_split']}, {r['data']['test']} samples): "
+        f"float {m['float']:.4f} -> int8 {m['int8']:.4f} ({word} {m['drop']:+.4f}); "
+        f"validation split: {v['float']:.4f} -> {v['int8']:.4f} ({word} {v['drop']:+.4f})"
+    )
+    console.print(f"accuracy guard: shipped {g['shipped']} ({g['reason']})")
     size = r["size"]
     console.print(
-        f"{m['name']}: float {m['float']:.4f} -> int8 {m['int8']:.4f} (drop {m['drop']:+.4f}); "
-        f"gzip'd size {size['float_tflite_gzip_bytes']:,} B -> {size['int8_tflite_gzip_bytes']:,} B "
-        f"({size['gzip_ratio']:.1f}x smaller)"
+        f"size: .tflite {size['float_tflite_bytes']:,} B float -> {size['int8_tflite_bytes']:,} B int8; "
+        f"gzip'd {size['float_tflite_gzip_bytes']:,} B -> {size['int8_tflite_gzip_bytes']:,} B"
     )
     pc = r.get("per_class")
     if pc and pc.get("flagged"):

@@ -13,6 +13,10 @@ from edgeslim.commands._options import print_summary, recipe_options
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path),
               help=".npz (x_train, y_train[, x_val, y_val, x_test, y_test]) or an image folder with class sub-folders.")
+@click.option("--test-data", type=click.Path(path_type=Path),
+              help="Held-out data the model never trained on (.npz with x_test, y_test, or an image "
+                   "folder), scored as the test split. Without it the test split is DATA's x_test, "
+                   "or is carved from DATA's training samples (the report then says so).")
 @click.option("--target", "-t", default="rpi", show_default=True,
               help="Target profile name (see `edgeslim targets`) or a path to a board .toml.")
 @click.option("--out", "-o", default="out", show_default=True, type=click.Path(path_type=Path),
@@ -41,7 +45,7 @@ from edgeslim.commands._options import print_summary, recipe_options
               help="How the int8 calibration samples are chosen (default random).")
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
-def command(model, data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
+def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
             trust_model, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
     target and write a deployable bundle."""
@@ -58,6 +62,6 @@ def command(model, data, target, out, recipe, ram, flash, backend, pack_weights,
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
         drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,
         flash=flash, trust_model=trust_model,
-        backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo),
+        backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo), test_data=test_data,
     )
     print_summary(result)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.errors import DataError
-from edgeslim.io.dataset import CLASSIFICATION, REGRESSION, Dataset
+from edgeslim.io.dataset import CARVED, CLASSIFICATION, GIVEN, REGRESSION, TEST_FILE, Dataset
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -37,11 +37,15 @@ def load_data(
     test_fraction: float = 0.2,
     image_size=None,
     task: str | None = None,
+    test_data=None,
 ) -> Dataset:
     """Load ``path`` (an .npz file or a folder of class sub-folders) as a :class:`Dataset`.
 
     ``val_fraction`` and ``test_fraction`` are fractions of the training samples given,
-    used only for the splits the file lacks. Raises DataError for anything malformed.
+    used only for the splits the file lacks. ``test_data``: a separate .npz
+    (``x_test, y_test`` or ``x, y``) or image folder scored as the test split instead
+    (nothing is then carved from the training data for testing).
+    Raises DataError for anything malformed.
     """
     path = Path(path)
     _check_fractions(val_fraction, test_fraction)
@@ -73,15 +77,31 @@ def load_data(
             "x_test, y_test) or a folder with one sub-folder of images per class.",
         )
 
+    origins = {s: GIVEN for s in ("val", "test") if s in arrays}
+    test_source = str(path) if "test" in arrays else ""
+    if test_data is not None:
+        test_path = Path(test_data)
+        size = image_size if image_size is not None else arrays["train"][0].shape[1:3]
+        arrays["test"], test_notes = _read_test_data(test_path, class_names, size)
+        if origins.get("test") == GIVEN:
+            notes.append(f"x_test/y_test of {path.name} replaced by --test-data {test_path}")
+        notes += test_notes
+        origins["test"], test_source = TEST_FILE, str(test_path)
     for split in SPLITS:
         if split in arrays:
-            _check_arrays(path, split, *arrays[split])
+            _check_arrays(path if split != "test" or test_data is None else Path(test_data),
+                          split, *arrays[split])
     task, arrays, task_notes = _prepare_targets(path, arrays, task)
     notes += task_notes
+    missing = [s for s in ("val", "test") if s not in arrays]
     arrays, split_notes = _make_missing_splits(
         path, arrays, task=task, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
     )
     notes += split_notes
+    for split in missing:
+        origins[split] = CARVED
+    if origins["test"] == CARVED:
+        test_source = f"carved from the training samples of {path.name}"
 
     num_classes = None
     if task == CLASSIFICATION:
@@ -100,7 +120,57 @@ def load_data(
         class_names=class_names,
         source=str(path),
         notes=tuple(notes),
+        val_origin=origins["val"],
+        test_origin=origins["test"],
+        test_source=test_source,
     )
+
+
+def _read_test_data(path: Path, class_names, image_size) -> tuple[tuple, list[str]]:
+    """The arrays of ``--test-data``: an .npz with ``x_test, y_test`` (or ``x, y``), or an
+    image folder whose class sub-folders match the training data's."""
+    if not path.exists():
+        raise DataError(f"--test-data {path}: no such file or folder",
+                        hint="Give an .npz (x_test, y_test) or a folder of class sub-folders.")
+    if path.is_dir():
+        arrays, notes, classes = _read_image_folder(path, image_size)
+        if class_names is None or tuple(classes) != tuple(class_names):
+            raise DataError(
+                f"--test-data {path}: its class folders ({', '.join(classes[:10])}) are not "
+                "the training data's classes"
+                + (f" ({', '.join(class_names[:10])})" if class_names else " (the training data "
+                   "is an .npz with integer labels)"),
+                hint="Use the same class sub-folder names for the test images as for training, "
+                "or give the test set as an .npz with x_test, y_test.",
+            )
+        return arrays["train"], [f"test split from --test-data {path}: " + notes[0]]
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"--test-data {path}: unsupported format {path.suffix or '(none)'!r}",
+                        hint="Give an .npz (x_test, y_test) or a folder of class sub-folders.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            pair = next(((x, y) for x, y in (("x_test", "y_test"), ("x", "y"))
+                         if x in keys and y in keys), None)
+            if pair is None:
+                raise DataError(
+                    f"--test-data {path}: needs arrays x_test and y_test (or x and y); "
+                    f"keys found: {', '.join(sorted(keys)) or 'none'}",
+                    hint="Save it with np.savez(path, x_test=..., y_test=...).",
+                )
+            x, y = npz[pair[0]], npz[pair[1]]
+    except DataError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, OSError, ValueError (pickled arrays)
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        raise DataError(f"--test-data {path}: not a readable .npz file "
+                        f"({type(exc).__name__}: {detail})",
+                        hint="Save numeric arrays with np.savez(path, x_test=..., y_test=...).") from None
+    if x.dtype.kind not in "iubf":
+        raise DataError(f"--test-data {path}: {pair[0]} has dtype {x.dtype}, not numbers",
+                        hint="Save the inputs as a numeric array (float32 preferred).")
+    return (x.astype(np.float32, copy=False), y), [
+        f"test split from --test-data {path}: arrays {pair[0]}, {pair[1]} ({len(x)} samples)"]
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,10 @@ import numpy as np
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+# Origins of a validation or test split.
+GIVEN = "given"
+CARVED = "carved"
+TEST_FILE = "test-data"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,17 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Where the validation and test splits came from: GIVEN (arrays in the data file),
+    # CARVED (split off the training samples given) or TEST_FILE (--test-data).
+    val_origin: str = "given"
+    test_origin: str = "given"
+    test_source: str = ""
+
+    @property
+    def test_carved(self) -> bool:
+        """True when the test samples were split off the training data the user gave:
+        if the model was trained on those very samples, test figures overstate."""
+        return self.test_origin == CARVED
 
     @property
     def metric_name(self) -> str:

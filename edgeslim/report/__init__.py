@@ -53,6 +53,7 @@ def make_report(
             "name": dataset.metric_name,
             "higher_is_better": higher,
             "evaluated_on": "test",
+            "test_origin": dataset.test_origin,
             "float": float_metric,
             "int8": int8_metric,
             "int8_tflm": micro_metric,
