@@ -320,7 +320,7 @@ def build(
         if cand.within_budget or not rcp.build.guard:
             chosen = cand
             break
-    guard_summary = _guard_summary(candidates, chosen, budget, rcp, float_val)
+    guard_summary = _guard_summary(candidates, chosen, budget, rcp, float_val, len(ds.x_val))
     progress.echo(f"[guard] shipping {chosen.name}: {guard_summary['reason']}")
 
     run = chosen.run
@@ -538,7 +538,7 @@ def _score_candidate(cand, ctx, budget, float_val: float) -> None:
     cand.within_budget = budget.allows(cand.val_drop) and cand.failed is None
 
 
-def _guard_summary(candidates, chosen, budget, rcp, float_val: float) -> dict:
+def _guard_summary(candidates, chosen, budget, rcp, float_val: float, n_val: int) -> dict:
     """Every candidate tried with its validation figure, what shipped and why."""
     from edgeslim.guard import PLAIN
 
@@ -565,7 +565,13 @@ def _guard_summary(candidates, chosen, budget, rcp, float_val: float) -> dict:
         note = (f"even plain int8 conversion loses {plain.val_drop:.2f} {budget.unit} on validation, "
                 f"over the budget of {budget.max_drop:g}")
         reason += f". Note: {note}" if chosen is plain else ""
+    resolution = None
+    if budget.task == "classification":
+        # One validation sample is this many points: a budget of fewer than ~3 samples
+        # makes the decision hinge on single samples.
+        resolution = 100.0 / max(1, n_val)
     return {
+        "val_samples": n_val, "points_per_val_sample": resolution,
         "max_drop": budget.max_drop, "unit": budget.unit, "measured_on": "validation",
         "interpreter": "LiteRT", "enabled": bool(rcp.build.guard),
         "float_val_metric": float_val,
