@@ -17,7 +17,7 @@ Precedence (``resolve``), most specific first:
 3. the stage's default.
 
 The winning override decides alone: ``skip = true`` skips the layer, a value it
-sets (``sparsity`` or ``clusters``) replaces the default, a value it leaves
+sets (``sparsity``, ``clusters`` or ``ratio``) replaces the default, a value it leaves
 unset comes from the default (never from a less specific override).
 """
 
@@ -43,6 +43,7 @@ class LayerOverride:
     skip: bool = False
     sparsity: float | None = None
     clusters: int | None = None
+    ratio: float | None = None  # [channels]: fraction of the layer's filters removed
 
     def describe(self) -> str:
         return f"layer = {self.layer!r}" if self.layer is not None else f"regex = {self.regex!r}"
@@ -129,7 +130,7 @@ def validate_overrides(
                     f"{where}: regex {ov.regex!r} is not a valid regular expression ({exc})",
                     hint="Use Python `re` syntax, e.g. \"^conv\" or \"dense_[0-9]+$\".",
                 ) from None
-        for key in ("sparsity", "clusters"):
+        for key in ("sparsity", "clusters", "ratio"):
             if getattr(ov, key) is not None and key not in allowed:
                 raise RecipeError(
                     f"{where} ({ov.describe()}) sets `{key}`, which [{section}] does not use",
@@ -140,6 +141,8 @@ def validate_overrides(
             check_fraction(ov.sparsity, f"{where}.sparsity")
         if ov.clusters is not None:
             check_clusters(ov.clusters, f"{where}.clusters")
+        if ov.ratio is not None:
+            check_ratio(ov.ratio, f"{where}.ratio")
         if not ov.skip and all(getattr(ov, k) is None for k in allowed):
             raise RecipeError(
                 f"{where} ({ov.describe()}) changes nothing",
@@ -176,6 +179,16 @@ def check_fraction(value: Any, key: str) -> float:
     return float(value)
 
 
+def check_ratio(value: Any, key: str) -> float:
+    """A channel-pruning ratio: the fraction of a layer's filters removed, in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise RecipeError(
+            f"{key} = {value!r} is not a ratio in [0, 1)",
+            hint="Give the fraction of filters/units to remove, e.g. 0.5 for half.",
+        )
+    return float(value)
+
+
 def check_clusters(value: Any, key: str) -> int:
     """A number of weight clusters: an integer >= 2."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
@@ -203,6 +216,7 @@ __all__ = [
     "check_unknown_layers",
     "check_fraction",
     "check_clusters",
+    "check_ratio",
     "check_epochs",
     "EXACT",
     "REGEX",
