@@ -31,6 +31,7 @@ _FLAG_KEYS = (
     "seed", "sparsity", "structure", "clusters", "epochs", "prune_epochs", "cluster_epochs",
     "qat_epochs", "representative_samples", "allow_float_fallback", "distill_width",
     "distill_epochs", "temperature", "alpha", "rank_energy", "calibration", "max_drop", "no_guard",
+    "prune_channels", "channels_epochs",
 )
 
 
@@ -108,9 +109,8 @@ def build(
     unknown = sorted(set(flags) - set(_FLAG_KEYS))
     if unknown:
         raise TypeError(f"build() got unknown keyword argument(s): {', '.join(unknown)}")
-    drop = tuple(s for s, off in (("prune", no_prune), ("cluster", no_cluster), ("qat", no_qat)) if off)
-    add = tuple(s for s, on in (("distill", flags.get("distill_width") is not None),
-                                ("lowrank", flags.get("rank_energy") is not None)) if on)
+    drop, add = recipe_mod.stage_flags({**flags, "no_prune": no_prune, "no_cluster": no_cluster,
+                                         "no_qat": no_qat})
     teachers = teacher if isinstance(teacher, (list, tuple)) else ([teacher] if teacher is not None else [])
 
     in_process = _tf_keras_usable_here() and not any(_is_keras3_model(m) for m in [model, *teachers])

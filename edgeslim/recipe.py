@@ -315,6 +315,17 @@ def resolve(
     return from_dict(table, source=source)
 
 
+def stage_flags(flags: dict, *, teachers=()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stages the flags drop (no_prune, no_cluster, no_qat) and add (prune_channels,
+    teachers, distill_width, rank_energy), for ``resolve``; pops the no_* keys."""
+    drop = tuple(s for s in ("prune", "cluster", "qat") if flags.pop(f"no_{s}", False))
+    add = tuple(s for s, on in (
+        ("distill", bool(teachers) or flags.get("distill_width") is not None),
+        ("channels", flags.get("prune_channels") is not None),
+        ("lowrank", flags.get("rank_energy") is not None)) if on)
+    return drop, add
+
+
 def flags_to_table(
     *,
     seed: int | None = None,
@@ -335,10 +346,16 @@ def flags_to_table(
     calibration: str | None = None,
     max_drop: float | None = None,
     no_guard: bool = False,
+    prune_channels: float | None = None,
+    channels_epochs: int | None = None,
 ) -> dict:
     """The common CLI flags as recipe tables (only what the user set)."""
     t: dict[str, dict] = {"build": {}, "prune": {}, "cluster": {}, "qat": {}, "distill": {},
-                          "lowrank": {}}
+                          "lowrank": {}, "channels": {}}
+    if prune_channels is not None:
+        t["channels"]["ratio"] = prune_channels
+    if channels_epochs is not None:
+        t["channels"]["epochs"] = channels_epochs
     for key, value in (("width", distill_width), ("epochs", distill_epochs),
                        ("temperature", temperature), ("alpha", alpha)):
         if value is not None:

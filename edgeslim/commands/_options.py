@@ -13,6 +13,10 @@ _RECIPE_FLAGS = [
     click.option("--prune-epochs", type=int, help="Fine-tuning epochs of the prune stage."),
     click.option("--cluster-epochs", type=int, help="Fine-tuning epochs of the cluster stage."),
     click.option("--qat-epochs", type=int, help="Epochs of quantization-aware training."),
+    click.option("--prune-channels", type=float,
+                 help="Add channel pruning: remove this fraction of the filters of every prunable "
+                      "layer group (e.g. 0.5), fine-tuned with your model as the teacher."),
+    click.option("--channels-epochs", type=int, help="Fine-tuning epochs of the channels stage."),
     click.option("--no-prune", is_flag=True, help="Skip pruning."),
     click.option("--no-cluster", is_flag=True, help="Skip clustering."),
     click.option("--no-qat", is_flag=True, help="Skip QAT (post-training quantization only)."),

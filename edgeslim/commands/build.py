@@ -52,9 +52,7 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
     from edgeslim import recipe as recipe_mod
     from edgeslim.pipeline import Progress, build
 
-    drop = tuple(s for s in ("prune", "cluster", "qat") if flags.pop(f"no_{s}", False))
-    add = tuple(s for s, on in (("distill", teachers or flags["distill_width"] is not None),
-                                ("lowrank", flags["rank_energy"] is not None)) if on)
+    drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
     label_list = None
     if labels:
         label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]

@@ -26,7 +26,7 @@ def command(target, out, backend, **flags):
     from edgeslim import recipe as recipe_mod
     from edgeslim.pipeline import Progress, build
 
-    drop = tuple(s for s in ("prune", "cluster", "qat") if flags.pop(f"no_{s}", False))
+    drop, add = recipe_mod.stage_flags(flags)
     seed = flags.get("seed") if flags.get("seed") is not None else 0
     work = out / "example"
     work.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def command(target, out, backend, **flags):
     click.echo(f"[example] training the digits CNN with Keras 3 -> {work / 'digits_cnn.keras'}")
     model = examples.train_digits_model(work / "digits_cnn.keras", data, seed=seed)
     result = build(
-        model, data, target=target, flags=recipe_mod.flags_to_table(**flags), drop_stages=drop,
+        model, data, target=target, flags=recipe_mod.flags_to_table(**flags), drop_stages=drop, add_stages=add,
         out=out, backend=backend, progress=Progress(echo=click.echo),
     )
     print_summary(result)
