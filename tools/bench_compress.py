@@ -24,8 +24,10 @@ against figures from another run. Latency is the host's LiteRT (x86-64), not a d
     .venv/bin/python tools/bench_compress.py --variant mine=my_recipe.toml@cortex-m4
 
 The trained float models are cached under ``--work`` (default /tmp/edgeslim-bench):
-``<work>/<task>/model-seed<S>-e<E>.keras`` with ``.json`` beside it (float val/test accuracy);
-reruns skip training (delete the file to retrain after changing the model). Results: ``<work>/<task>/results.json`` and ``results.md``.
+``<work>/full/<task>/model-seed<S>-e<E>.keras`` (``quick/`` for --quick) with ``.json`` beside
+it (float val/test accuracy); reruns skip training (delete the file to retrain after changing
+the model). Results: ``results.json`` and ``results.md`` in the same folder;
+``--render results.json`` prints the tables again.
 """
 
 from __future__ import annotations
