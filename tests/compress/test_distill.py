@@ -1,5 +1,7 @@
 """Distillation: derived students, distilled vs scratch on a capacity-limited student,
-hints, several teachers, regression, the Python API/CLI, and the errors users can cause."""
+teacher-initialised students, the step budget, early stopping that cannot end a run at
+chance (and failed runs flagged), hints, several teachers, regression, the Python
+API/CLI, and the errors users can cause."""
 
 from __future__ import annotations
 
@@ -11,17 +13,19 @@ import pytest
 from edgeslim.errors import EdgeslimError, ModelLoadError, RecipeError
 
 # The capacity-limited setting: the example DS-CNN (the session's trained digits model,
-# a softmax classifier) as teacher, a quarter-width student derived from it (1348 against
-# 18514 parameters), only 400 training samples and at most 20 epochs, where the teacher's
-# soft targets carry information the labels do not. Default T = 2, alpha = 0.5. 3 seeds.
+# a softmax classifier) as teacher, a quarter-width student derived from it with fresh
+# weights (init "random": 1348 against 18514 parameters), only 400 training samples, where
+# the teacher's soft targets carry information the labels do not. Default T = 2,
+# alpha = 0.5, default budget (400 samples: the 1,500-step floor, validated every 75
+# steps), 3 seeds.
 WIDTH = 0.25
 N_TRAIN = 400
-EPOCHS = 20
 SEEDS = (0, 1, 2)
-# Distilled may trail scratch by at most this much on the 3-seed mean. Measured: scratch
-# 0.831, distilled 0.835 (+0.005); per seed the two differ by up to 0.06 either way.
-# (With 8 epochs, distillation trailed by 0.026: soft targets start slower.)
-MARGIN = 0.03
+# Distilled must beat scratch by at least this much on the 3-seed mean. Measured: scratch
+# 0.867, distilled 0.925 (+0.058; per seed +0.044, +0.094, +0.036). With the old 20-pass
+# budget (260 steps) on the cosine schedule the two were even (0.776 / 0.772): a fresh
+# student needs steps, and 13-step passes gave it few.
+MIN_GAIN = 0.02
 
 @pytest.fixture(scope="session")
 def example_data(digits_npz):
@@ -49,7 +53,7 @@ def comparison(digits_tfk_model, example_data):
     for seed in SEEDS:
         ctx = StageContext(data=data, seed=seed, batch_size=32, patience=3, learning_rate=5e-3)
         student = derive_student(digits_tfk_model, WIDTH, seed=seed)
-        out = distill(digits_tfk_model, student, ctx, DistillConfig(epochs=EPOCHS))
+        out = distill(digits_tfk_model, student, ctx, DistillConfig())
         rows.append((out.info["scratch_metric"], out.info["distilled_metric"]))
         outcomes.append(out)
     return np.asarray(rows), outcomes
@@ -76,13 +80,61 @@ def test_derived_student_shape_and_fresh_weights(dscnn):
     assert count_params(derive_student(dscnn, 0.25)) == 566
 
 
-def test_distilled_student_is_not_worse_than_scratch(comparison):
+def test_step_budget_scales_with_the_data():
+    from edgeslim.compress.distill import DEFAULT_PASSES, MAX_EVALS, MIN_STEPS, step_budget
+
+    # Tiny data: the floor in steps, and validation rounds of several passes (patience
+    # counts rounds: 2 rounds of 13 steps would be no patience at all).
+    tiny = step_budget(400, 32)
+    assert (tiny.steps, tiny.steps_per_epoch, tiny.source) == (MIN_STEPS, 13, "data")
+    assert tiny.eval_every == -(-MIN_STEPS // MAX_EVALS) == 75
+    # Bigger data: DEFAULT_PASSES passes, proportional to the data, validated MAX_EVALS
+    # times (every 2 passes with 40 passes).
+    kws = step_budget(3240, 32)
+    assert (kws.steps, kws.epochs) == (DEFAULT_PASSES * 102, DEFAULT_PASSES)
+    assert kws.eval_every == max(102, -(-kws.steps // MAX_EVALS)) == 204
+    big = step_budget(32_000, 32)
+    assert big.steps == DEFAULT_PASSES * 1000 and big.eval_every == big.steps // MAX_EVALS
+    sizes = [10, 100, 1000, 3240, 10_000, 32_000, 100_000]
+    steps = [step_budget(n, 32).steps for n in sizes]
+    assert steps == sorted(steps) and steps[0] == MIN_STEPS and steps[-1] == DEFAULT_PASSES * 3125
+    assert step_budget(64_000, 32).steps == 2 * big.steps
+    # A larger batch: fewer steps a pass, same floor.
+    assert step_budget(32_000, 64).steps == big.steps // 2
+    # Explicit passes (existing recipes) and explicit steps are taken as given.
+    ep = step_budget(400, 32, epochs=20)
+    assert (ep.steps, ep.eval_every, ep.epochs, ep.source) == (260, 13, 20, "epochs")
+    st = step_budget(400, 32, steps=50)
+    assert (st.steps, st.eval_every, st.epochs, st.source) == (50, 13, 3.85, "steps")
+    assert step_budget(400, 32, steps=5).eval_every == 5
+
+
+def test_chance_level_and_clear_of_chance():
+    from edgeslim.compress.distill import chance_level, clear_of_chance
+    from edgeslim.io.dataset import Dataset
+
+    x = np.zeros((4, 2), np.float32)
+    cls = Dataset(x_train=x, y_train=np.array([0, 1, 2, 3]), x_val=x, y_val=np.array([0, 0, 1, 2]),
+                  x_test=x, y_test=np.array([0, 1, 2, 3]), task="classification")
+    assert chance_level(cls) == 0.5  # the majority class's share of the validation labels
+    assert clear_of_chance(0.1, 0.9) == pytest.approx(0.3)  # a quarter of the way to the teacher
+    assert clear_of_chance(0.1, 0.12) == pytest.approx(0.15)  # at least 0.05 above chance
+    y = np.array([[0.0], [2.0], [1.0], [3.0]], np.float32)
+    reg = Dataset(x_train=x, y_train=y, x_val=x, y_val=y, x_test=x, y_test=y, task="regression")
+    assert chance_level(reg) == pytest.approx(1.25)  # MSE of the training mean 1.5
+    assert clear_of_chance(1.0, 0.2, higher_is_better=False) == pytest.approx(0.8)
+    assert clear_of_chance(1.0, 0.9, higher_is_better=False) == pytest.approx(0.95)
+
+
+def test_distilled_student_beats_scratch(comparison):
+    from edgeslim.compress.distill import MAX_EVALS, MIN_STEPS
+
     rows, outcomes = comparison
     scratch, distilled = rows[:, 0], rows[:, 1]
     diff = float(distilled.mean() - scratch.mean())
     print(f"\nscratch {np.round(scratch, 4)} mean {scratch.mean():.4f}; distilled "
           f"{np.round(distilled, 4)} mean {distilled.mean():.4f}; mean difference {diff:+.4f}")
-    assert diff >= -MARGIN
+    assert diff >= MIN_GAIN
     # Both trained (10 classes: chance is 0.1) and the teacher is ahead of both.
     assert distilled.min() > 0.7 and scratch.min() > 0.7
     teacher = outcomes[0].info["teacher_metric"]
@@ -90,10 +142,104 @@ def test_distilled_student_is_not_worse_than_scratch(comparison):
     for out in outcomes:
         info = out.info
         # Same budget for both students; teacher outputs computed once (cached).
-        assert info["budget"]["max_epochs"] == EPOCHS
+        assert info["budget"]["max_steps"] == MIN_STEPS and info["budget"]["from"] == "data"
         assert info["teacher_forward_samples"] == N_TRAIN
         assert info["beat_scratch"] == (info["distilled_metric"] > info["scratch_metric"])
-        assert 1 <= len(info["history"]) <= EPOCHS
+        assert 1 <= len(info["history"]) <= MAX_EVALS
+        assert not info["student_failed"] and not info["scratch_failed"]
+
+
+# A width-0.5 student started from the teacher's channels (channels.shrink), the default
+# budget (1293 samples, 41 steps a pass: 40 passes, 1640 steps), on the example data: it
+# must end within TEACHER_GAP of its teacher on the test split (360 samples: 1 sample is
+# 0.0028).
+# Measured (seed 0): teacher 0.9806, distilled 0.9833, scratch from the same start 0.9750,
+# stopped after 1066 of 1640 steps.
+TEACHER_GAP = 0.015
+
+
+@pytest.fixture(scope="session")
+def teacher_init_run(digits_tfk_model, example_data):
+    from edgeslim.compress.distill import distill_model
+
+    logs: list[str] = []
+    out = distill_model(digits_tfk_model, example_data, width=0.5, seed=0, log=logs.append)
+    return out, logs
+
+
+def test_teacher_initialised_student_ends_near_its_teacher(teacher_init_run, digits_tfk_model):
+    from edgeslim.compress.context import count_params
+
+    out, logs = teacher_init_run
+    info = out.info
+    print(f"\nteacher {info['teacher_metric']:.4f}, distilled {info['distilled_metric']:.4f}, "
+          f"scratch (same init) {info['scratch_metric']:.4f}; steps "
+          f"{info['budget']['steps_run_distilled']}/{info['budget']['max_steps']}")
+    assert info["init"] == "teacher"
+    assert info["budget"]["from"] == "data" and info["budget"]["max_steps"] == 1640
+    assert not info["student_failed"] and info["failure"] is None
+    assert info["distilled_val_metric"] >= info["clear_of_chance"] > info["chance_metric"]
+    assert info["distilled_metric"] >= info["teacher_metric"] - TEACHER_GAP
+    assert info["scratch_metric"] >= info["teacher_metric"] - 0.03
+    assert info["student_params"] < 0.5 * count_params(digits_tfk_model)
+    assert info["summary"].startswith("Distilled student accuracy")
+    assert any("budget 1640 steps" in line for line in logs)
+
+
+def _hard_start(student, bias: float):
+    """Push the student's output bias for class 0 up by ``bias``: it predicts class 0 for
+    every input (chance level) until training has worked the bias off."""
+    last = student.layers[-1]
+    kernel, b = last.get_weights()
+    b = b.copy()
+    b[0] += bias
+    last.set_weights([kernel, b])
+    return student
+
+
+def test_early_stopping_waits_until_the_student_leaves_chance(digits_tfk_model, example_data):
+    """A hard start: the first rounds sit at chance. Counting them as a plateau (patience
+    1, as before) would stop the run at round 3, still at chance; it must train on and
+    get clear. (Those rounds are also in the budget's first half, where patience does not
+    count either; the next test isolates the chance rule.)"""
+    from edgeslim.compress.context import StageContext
+    from edgeslim.compress.distill import DistillConfig, derive_student, distill
+
+    data = _small_data(example_data)
+    ctx = StageContext(data=data, seed=0, patience=1, learning_rate=1e-2)
+    student = _hard_start(derive_student(digits_tfk_model, 0.5, seed=0), 5.0)
+    out = distill(digits_tfk_model, student, ctx, DistillConfig(epochs=15, compare_scratch=False))
+    info = out.info
+    vals = [h["val"] for h in info["history"]]
+    print("\nvalidation per round:", np.round(vals, 3))
+    chance = info["chance_metric"]
+    # At chance for the first three rounds: no improvement for more than `patience` rounds.
+    assert max(vals[:3]) <= chance and vals[1] <= vals[0] and vals[2] <= vals[0]
+    assert len(vals) > 3 + ctx.patience
+    assert not info["student_failed"]
+    assert max(vals) >= info["clear_of_chance"] and info["distilled_val_metric"] == max(vals)
+
+
+def test_a_run_that_stays_at_chance_is_flagged_failed(digits_tfk_model, example_data):
+    from edgeslim.compress.context import StageContext
+    from edgeslim.compress.distill import DistillConfig, derive_student, distill
+
+    data = _small_data(example_data)
+    logs: list[str] = []
+    ctx = StageContext(data=data, seed=0, patience=0, learning_rate=1e-2, log=logs.append)
+    student = _hard_start(derive_student(digits_tfk_model, 0.5, seed=0), 20.0)
+    out = distill(digits_tfk_model, student, ctx, DistillConfig(steps=80))
+    info = out.info
+    # The whole budget: round 52 (second half, 0.097 after 0.104 at round 13, patience 0)
+    # would have stopped it, had chance-level rounds counted.
+    assert [h["step"] for h in info["history"]] == [13, 26, 39, 52, 65, 78, 80]
+    assert max(h["val"] for h in info["history"]) < info["clear_of_chance"]
+    assert info["student_failed"] is True and info["scratch_failed"] is True
+    assert "never got clear of chance" in info["failure"]
+    assert info["summary"].startswith("Distillation FAILED")
+    assert any(line.startswith("[distill] FAILED") for line in logs)
+    # The outcome is still returned (the build's accuracy guard falls back on it).
+    assert out.model is not None and info["distilled_metric"] < 0.3
 
 
 def test_distill_does_not_touch_the_given_models(comparison, digits_tfk_model, example_data):
@@ -189,6 +335,17 @@ def test_bad_input_errors(dscnn, digits_data):
         DistillConfig(alpha=1.5)
     with pytest.raises(RecipeError, match="teacher_layer:student_layer"):
         DistillConfig(hints=("pw2",))
+    with pytest.raises(RecipeError, match="not both"):
+        DistillConfig(epochs=3, steps=100)
+    with pytest.raises(RecipeError, match="distill.steps = 0"):
+        DistillConfig(steps=0)
+    with pytest.raises(RecipeError, match="distill.epochs"):
+        DistillConfig(epochs=2.5)
+    with pytest.raises(RecipeError, match="init"):
+        DistillConfig(init="imagenet")
+    # What the channel-pruning stage passes keeps working.
+    cfg = DistillConfig(temperature=3.0, alpha=0.3, epochs=4, compare_scratch=False)
+    assert (cfg.epochs, cfg.steps, cfg.init) == (4, None, "teacher")
     student = derive_student(dscnn, 0.5)
     with pytest.raises(RecipeError, match="'nope' does not exist in the teacher"):
         distill(dscnn, student, digits_data, DistillConfig(hints=("nope:pw2",)))
@@ -252,6 +409,9 @@ def test_build_with_distill_lowrank_and_coreset(tmp_path, digits_keras3_path, di
     flags = recipe_mod.flags_to_table(seed=0, distill_width=0.5, distill_epochs=3,
                                       rank_energy=0.8, calibration="coreset",
                                       representative_samples=32)
+    # This test is about what the report says of the distill and lowrank stages, not the
+    # accuracy guard (rank energy 0.8 costs ~9 points, more than the guard's budget).
+    flags.setdefault("build", {})["guard"] = False
     result = build(digits_keras3_path, digits_npz, target="rpi", flags=flags,
                    drop_stages=("prune", "cluster", "qat"), add_stages=("distill", "lowrank"),
                    out=tmp_path / "out")
@@ -259,6 +419,9 @@ def test_build_with_distill_lowrank_and_coreset(tmp_path, digits_keras3_path, di
     assert [s["name"] for s in r["stages"]] == ["baseline", "distill", "lowrank", "int8"]
     d = r["distillation"]
     assert d["teacher_params"][0] > 3 * d["student_params"]
+    # The width-0.5 student starts from the teacher's channels: 3 passes get it within
+    # 2 points of the teacher (measured 0.978 against 0.981).
+    assert d["distilled_metric"] >= d["teacher_metrics"][0] - 0.02
     assert d["final_int8_metric"] == r["metric"]["int8"] > 0.5
     assert d["beat_scratch"] == (d["distilled_metric"] > d["scratch_metric"])
     assert r["calibration"] == {"method": "coreset", "samples": 32}
