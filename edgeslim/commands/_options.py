@@ -74,6 +74,10 @@ def print_summary(result) -> None:
         f"validation split: {v['float']:.4f} -> {v['int8']:.4f} ({word} {v['drop']:+.4f})"
     )
     console.print(f"accuracy guard: shipped {g['shipped']} ({g['reason']})")
+    d = r.get("distillation")
+    if d and d.get("summary"):
+        console.print(("[bold red]" if d.get("student_failed") else "") + d["summary"]
+                      + ("[/bold red]" if d.get("student_failed") else ""))
     size = r["size"]
     console.print(
         f"size: .tflite {size['float_tflite_bytes']:,} B float -> {size['int8_tflite_bytes']:,} B int8; "

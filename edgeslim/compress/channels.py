@@ -65,8 +65,11 @@ class ChannelsConfig:
     meet (``"sensitivity"``: each group is pruned alone at the ``scan`` ratios
     and measured on validation; the least sensitive are pruned most).
     Kept counts are multiples of ``round_to`` (SIMD-friendly), at least
-    ``min_channels``. ``epochs``: fine-tuning, distilled from the unpruned
-    model when ``distill`` (``temperature``, ``alpha`` as in ``[distill]``).
+    ``min_channels``. Fine-tuning, distilled from the unpruned model when
+    ``distill`` (``temperature``, ``alpha`` as in ``[distill]``), runs ``steps``
+    optimizer steps, or ``epochs`` passes over the data, or (both None) the
+    distill loop's budget derived from the data size (``distill.step_budget``);
+    ``epochs = 0`` skips it.
     ``samples``: training samples for the taylor score and for ``compensate``
     (the mean each removed channel fed its consumers is folded into their bias).
     Overrides name a producer layer (``ratio`` or ``skip``).
@@ -77,7 +80,8 @@ class ChannelsConfig:
     allocation: str = "uniform"
     round_to: int = 4
     min_channels: int = 4
-    epochs: int = 10
+    epochs: int | None = None
+    steps: int | None = None
     distill: bool = True
     temperature: float = 2.0
     alpha: float = 0.5
@@ -108,7 +112,14 @@ class ChannelsConfig:
             )
         check_epochs(self.round_to, "channels.round_to", minimum=1)
         check_epochs(self.min_channels, "channels.min_channels", minimum=1)
-        check_epochs(self.epochs, "channels.epochs", minimum=0)
+        if self.epochs is not None:
+            check_epochs(self.epochs, "channels.epochs", minimum=0)
+        if self.steps is not None:
+            check_epochs(self.steps, "channels.steps", minimum=1)
+        if self.epochs is not None and self.steps is not None:
+            raise RecipeError("channels.epochs and channels.steps are both set",
+                              hint="Give the fine-tuning budget one way: steps, or epochs "
+                              "(passes over the training data).")
         check_epochs(self.samples, "channels.samples", minimum=1)
         if not isinstance(self.distill, bool):
             raise RecipeError("channels.distill must be true or false")
@@ -1030,22 +1041,26 @@ def prune_channels(model, config: ChannelsConfig, *, ctx: StageContext) -> Stage
     keep = {gid: _top(scores[gid], k) for gid, k in counts.items() if k < an.groups[gid].channels}
     slimmed = _slim(an, keep, means)
 
+    from edgeslim.compress.distill import DistillConfig, distill, step_budget
+
+    budget = step_budget(len(ctx.data.x_train), ctx.batch_size, epochs=config.epochs,
+                         steps=config.steps)
+    tune = config.epochs != 0
     ctx.log(f"[channels] {len(keep)} group(s) pruned, {len(skipped)} producer(s) left whole; "
-            f"fine-tuning {config.epochs} epoch(s)"
-            + (" (distilled from the unpruned model)" if config.distill else ""))
+            + (f"fine-tuning {budget.steps} steps ({budget.steps / budget.steps_per_epoch:.0f} "
+               "passes over the data)" if tune else "no fine-tuning")
+            + (" distilled from the unpruned model" if tune and config.distill else ""))
     val_pruned = ctx.evaluate(slimmed, "val")
     epochs_run = 0
     tuned = slimmed
-    if config.epochs > 0 and config.distill:
-        from edgeslim.compress.distill import DistillConfig, distill
-
+    if tune and config.distill:
         out = distill([model], slimmed, ctx, DistillConfig(
-            temperature=config.temperature, alpha=config.alpha, epochs=config.epochs,
+            temperature=config.temperature, alpha=config.alpha, steps=budget.steps,
             compare_scratch=False))
         tuned = out.model
         epochs_run = _fine_tune_epochs(out.info)
-    elif config.epochs > 0:
-        history = ctx.fit(tuned, config.epochs, stage="channels")
+    elif tune:
+        history = ctx.fit(tuned, math.ceil(budget.steps / budget.steps_per_epoch), stage="channels")
         epochs_run = len(history.epoch) if history is not None else 0
 
     groups_info = []
@@ -1080,7 +1095,8 @@ def prune_channels(model, config: ChannelsConfig, *, ctx: StageContext) -> Stage
         "macs_planned": _plan_macs(an, counts),
         "fine_tune": {
             "method": "distill" if config.distill else "fit",
-            "max_epochs": config.epochs,
+            "budget_steps": budget.steps,
+            "budget_source": budget.source,
             "epochs_run": epochs_run,
             "metric": ctx.data.metric_name,
             "val_metric_before": ctx.evaluate(model, "val"),
