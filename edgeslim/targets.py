@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import TargetError
+from edgeslim.recipe import STAGES as _recipe_stages
 from edgeslim.resources import targets_dir
 
 KINDS = ("mcu", "rpi", "android")
@@ -45,7 +46,8 @@ _TABLE_KEYS = {
     "ops": {"supported", "tensor_types", "fused_activations", "min_scale", "constraints"},
     "build": {"cflags", "optimized_kernels", "qemu_machine", "tflm_target_arch"},
 }
-_RECIPE_SECTIONS = {"build", "prune", "cluster", "qat", "distill", "lowrank", "coreset"}
+# The recipe tables a profile may set: the stages recipe.py knows, and [build].
+_RECIPE_SECTIONS = {"build", *_recipe_stages, "coreset"}
 
 
 def parse_size(value: int | str) -> int:

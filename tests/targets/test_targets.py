@@ -47,8 +47,8 @@ def test_mcu_profiles_inherit_the_base():
     assert m0.inherits == ("cortex-m-base",) and m55.inherits == ("cortex-m-base",)
     # inherited from the base, untouched by the child
     assert m0.ops == m55.ops and "CONV_2D" in m0.ops and "GELU" not in m0.ops
-    assert m0.recipe["build"]["stages"] == ["prune", "cluster", "qat"]
-    assert m0.recipe["cluster"]["clusters"] == 16 and m0.recipe["prune"]["sparsity"] == 0.5
+    assert m0.recipe["build"]["stages"] == ["channels"]
+    assert m0.recipe["channels"] == {"ratio": 0.5, "importance": "taylor", "allocation": "uniform"}
     # overridden by the child
     assert m0.ram_bytes == 32 * 1024 and m55.ram_bytes == 512 * 1024
     assert "mve-int" in m55.features and m0.features == ()
@@ -60,7 +60,7 @@ def test_linux_profiles():
     for name in ("rpi3", "rpi4", "rpi5", "rpi-zero2w"):
         t = load_target(name)
         assert t.kind == "rpi" and t.cpu == "aarch64" and "GELU" in t.ops and t.flash_bytes is None
-        assert t.recipe["build"]["stages"] == ["prune", "qat"]
+        assert t.recipe["build"]["stages"] == ["channels"]
     android = load_target("android")
     gpu = load_target("android-gpu")
     assert {v.name for v in android.variants} == {"cpu", "gpu"}
