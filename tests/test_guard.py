@@ -94,7 +94,7 @@ def test_guard_ships_plain_int8_when_an_over_pruned_recipe_breaks_the_budget(dig
     flags["build"]["backoff_steps"] = 0
     flags["prune"]["depthwise_sparsity"] = 0.9
     result = build(digits_tfk_model, digits_npz, target="rpi4", flags=flags,
-                   drop_stages=("cluster", "qat"), out=tmp_path)
+                   recipe={"build": {"stages": ["prune"]}}, out=tmp_path)
     g = result.report["guard"]
     names = [c["name"] for c in g["candidates"]]
     assert names == ["plain-int8", "recipe"]

@@ -19,6 +19,9 @@ TARGET = "cortex-m4"
 # ships); tests/test_guard.py tests the guard.
 FLAGS = ["--seed", str(SEED), "--epochs", "2", "--sparsity", "0.5", "--clusters", "16", "--backend", "c",
          "--no-guard"]
+# Unstructured pruning, clustering and QAT (the round-1 default; today's default is channel
+# pruning, tested in tests/compress/test_channels.py and by tests/test_api.py).
+STAGES = {"build": {"stages": ["prune", "cluster", "qat"]}}
 
 
 def _sha(path) -> str:
@@ -33,16 +36,21 @@ def mcu_build(tmp_path_factory, digits_keras3_path, digits_npz):
 
     out = tmp_path_factory.mktemp("build_api")
     flags = R.flags_to_table(seed=SEED, epochs=2, sparsity=0.5, clusters=16, no_guard=True)
-    return build(digits_keras3_path, digits_npz, target=TARGET, flags=flags, out=out, backend="c")
+    return build(digits_keras3_path, digits_npz, target=TARGET, flags=flags, out=out, backend="c",
+                 recipe=STAGES)
 
 
 @pytest.fixture(scope="session")
 def mcu_build_cli(tmp_path_factory, digits_keras3_path, digits_npz):
     """The same build again, through the command line."""
     out = tmp_path_factory.mktemp("build_cli")
+    import tomli_w
+
+    recipe = out / "stages.toml"
+    recipe.write_text(tomli_w.dumps(STAGES))
     result = CliRunner().invoke(
         cli, ["build", str(digits_keras3_path), "--data", str(digits_npz), "--target", TARGET,
-              "-o", str(out), *FLAGS], obj={"debug": True}, catch_exceptions=False,
+              "-o", str(out), "--recipe", str(recipe), *FLAGS], obj={"debug": True}, catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     return out / TARGET, result.output

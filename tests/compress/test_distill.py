@@ -413,7 +413,8 @@ def test_build_with_distill_lowrank_and_coreset(tmp_path, digits_keras3_path, di
     # accuracy guard (rank energy 0.8 costs ~9 points, more than the guard's budget).
     flags.setdefault("build", {})["guard"] = False
     result = build(digits_keras3_path, digits_npz, target="rpi", flags=flags,
-                   drop_stages=("prune", "cluster", "qat"), add_stages=("distill", "lowrank"),
+                   drop_stages=("channels", "prune", "cluster", "qat"),
+                   add_stages=("distill", "lowrank"),
                    out=tmp_path / "out")
     r = result.report
     assert [s["name"] for s in r["stages"]] == ["baseline", "distill", "lowrank", "int8"]

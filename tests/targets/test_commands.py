@@ -26,7 +26,8 @@ def test_targets_show_one():
     r = invoke("targets", "show", "cortex-m4", "--ram", "192k")
     assert r.exit_code == 0, r.output
     assert "RAM 192.0 KiB" in r.output and "inherits: cortex-m-base" in r.output
-    assert "prune -> cluster -> qat" in r.output and "AddConv2D" not in r.output
+    assert "default recipe: channels" in r.output and "ratio = 0.5" in r.output
+    assert "AddConv2D" not in r.output
     bad = invoke("targets", "show", "nope")
     assert bad.exit_code == 2 and "unknown target 'nope'" in bad.output
 
