@@ -36,7 +36,9 @@ from edgeslim._tf import keras, tf
 from edgeslim.compress.context import StageContext, StageOutcome, count_params
 from edgeslim.compress.overrides import (
     LayerOverride,
+    check_choice,
     check_epochs,
+    check_ratio,
     check_unknown_layers,
     resolve,
     validate_overrides,
@@ -92,24 +94,12 @@ class ChannelsConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "scan", tuple(self.scan))
-        if not _is_number(self.ratio) or not 0.0 <= self.ratio < 1.0:
-            raise RecipeError(
-                f"channels.ratio = {self.ratio!r} is not a fraction in [0, 1)",
-                hint="The fraction of each layer's filters to remove, e.g. 0.5 for half.",
-            )
-        if self.importance not in IMPORTANCES:
-            raise RecipeError(
-                f"channels.importance = {self.importance!r} is not one of "
-                + ", ".join(repr(i) for i in IMPORTANCES),
-                hint='"l2": filter norms; "bn": |gamma| of the BatchNormalization after '
-                'the layer; "taylor": |activation x gradient| on training data.',
-            )
-        if self.allocation not in ALLOCATIONS:
-            raise RecipeError(
-                f"channels.allocation = {self.allocation!r} is not one of "
-                + ", ".join(repr(a) for a in ALLOCATIONS),
-                hint='"uniform": the same ratio everywhere; "sensitivity": measured per layer.',
-            )
+        check_ratio(self.ratio, "channels.ratio")
+        check_choice(self.importance, IMPORTANCES, "channels.importance",
+                     '"l2": filter norms; "bn": |gamma| of the BatchNormalization after the '
+                     'layer; "taylor": |activation x gradient| on training data.')
+        check_choice(self.allocation, ALLOCATIONS, "channels.allocation",
+                     '"uniform": the same ratio everywhere; "sensitivity": measured per layer.')
         check_epochs(self.round_to, "channels.round_to", minimum=1)
         check_epochs(self.min_channels, "channels.min_channels", minimum=1)
         if self.epochs is not None:

@@ -169,24 +169,30 @@ def check_unknown_layers(
     return unmatched
 
 
+def _check_unit_fraction(value: Any, key: str, what: str, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise RecipeError(f"{key} = {value!r} is not {what} in [0, 1)", hint=hint)
+    return float(value)
+
+
 def check_fraction(value: Any, key: str) -> float:
     """A sparsity: a number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise RecipeError(
-            f"{key} = {value!r} is not a sparsity in [0, 1)",
-            hint="Give the fraction of weights to set to zero, e.g. 0.5 for half.",
-        )
-    return float(value)
+    return _check_unit_fraction(value, key, "a sparsity",
+                                "Give the fraction of weights to set to zero, e.g. 0.5 for half.")
 
 
 def check_ratio(value: Any, key: str) -> float:
     """A channel-pruning ratio: the fraction of a layer's filters removed, in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise RecipeError(
-            f"{key} = {value!r} is not a ratio in [0, 1)",
-            hint="Give the fraction of filters/units to remove, e.g. 0.5 for half.",
-        )
-    return float(value)
+    return _check_unit_fraction(value, key, "a ratio",
+                                "Give the fraction of filters/units to remove, e.g. 0.5 for half.")
+
+
+def check_choice(value: Any, choices: Sequence[str], key: str, hint: str) -> str:
+    """A setting that must be one of ``choices``."""
+    if value not in choices:
+        raise RecipeError(f"{key} = {value!r} is not one of " + ", ".join(repr(c) for c in choices),
+                          hint=hint)
+    return value
 
 
 def check_clusters(value: Any, key: str) -> int:
@@ -217,6 +223,7 @@ __all__ = [
     "check_fraction",
     "check_clusters",
     "check_ratio",
+    "check_choice",
     "check_epochs",
     "EXACT",
     "REGEX",

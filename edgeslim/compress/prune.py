@@ -33,6 +33,7 @@ from edgeslim.compress.context import StageContext, StageOutcome  # noqa: E402
 from edgeslim.compress.overrides import (  # noqa: E402
     EXACT,
     LayerOverride,
+    check_choice,
     check_epochs,
     check_fraction,
     check_unknown_layers,
@@ -67,12 +68,8 @@ class PruneConfig:
     def __post_init__(self):
         check_fraction(self.sparsity, "prune.sparsity")
         check_fraction(self.depthwise_sparsity, "prune.depthwise_sparsity")
-        if self.structure not in STRUCTURES:
-            raise RecipeError(
-                f"prune.structure = {self.structure!r} is not one of "
-                + ", ".join(repr(s) for s in STRUCTURES),
-                hint='Use "unstructured" (any pattern) or "2:4" (2 zeros in every 4 weights).',
-            )
+        check_choice(self.structure, STRUCTURES, "prune.structure",
+                     'Use "unstructured" (any pattern) or "2:4" (2 zeros in every 4 weights).')
         check_epochs(self.epochs, "prune.epochs", minimum=1)
         check_epochs(self.begin_step, "prune.begin_step", minimum=0)
         if (
