@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 from edgeslim import __version__
+from edgeslim.harness import dut
 from edgeslim.bundle.render import c_identifier, render_to
 from edgeslim.targets import Target
 
@@ -20,6 +21,14 @@ def write_labels(path: Path, labels: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{str(l).replace(chr(10), ' ')}\n" for l in labels), encoding="utf-8")
     return path
+
+
+def dut_engine_source() -> str:
+    """The protocol engine's source (edgeslim/harness/dut.py below its marker), which
+    the agent embeds: the agent is a standalone script and cannot import edgeslim."""
+    text = Path(dut.__file__).read_text(encoding="utf-8")
+    marker = "# --- edgeslim dut engine"
+    return text[text.index(marker):].rstrip() + "\n"
 
 
 def write_rpi(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_name: str,
@@ -33,6 +42,7 @@ def write_rpi(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "num_threads": int(target.runtime_options.get("num_threads", 4)),
         "target": target,
+        "dut_engine": dut_engine_source(),
     }
     written = [
         render_to(bundle_dir / "agent.py", "rpi/agent.py.j2", mode=0o755, **ctx),
