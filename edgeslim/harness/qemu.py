@@ -110,6 +110,11 @@ CORES: dict[str, Core] = {
             ("-mcpu=cortex-m7", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
             "mps2-an500",
         ),
+        Core(
+            "cortex-m33",
+            ("-mcpu=cortex-m33", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+            "mps2-an505",
+        ),
         Core("cortex-m55", ("-mcpu=cortex-m55", "-mfloat-abi=hard"), "mps3-an547"),
     )
 }
@@ -124,6 +129,10 @@ BOARDS: dict[str, Board] = {
               0x40004000, 0x40000000, 25_000_000, 0x21000000, 16 * _MB),
         Board("mps2-an500", "cortex-m7", 0x0, 4 * _MB, 0x20000000, 4 * _MB,
               0x40004000, 0x40000000, 25_000_000, 0x60000000, 16 * _MB),
+        # IoTKit (SSE-200): code and RAM at their secure aliases, where the core boots;
+        # its CMSDK timers sit behind the security controller, so SysTick times it.
+        Board("mps2-an505", "cortex-m33", 0x10000000, 4 * _MB, 0x38000000, 4 * _MB,
+              0x50200000, 0, 20_000_000, 0x80000000, 16 * _MB),
         Board("mps3-an547", "cortex-m55", 0x0, 512 * 1024, 0x20000000, 512 * 1024,
               0x49303000, 0, 32_000_000, 0x60000000, 16 * _MB),  # SSE-300: no CMSDK timer
     )
