@@ -25,6 +25,7 @@ COMMANDS = {
     "flash": "flash",
     "distill": "distill",
     "example": "example",
+    "bench": "bench",
 }
 
 

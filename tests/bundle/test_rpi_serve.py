@@ -190,3 +190,120 @@ def test_pty_serial_outputs_equal_host(bundle, tiny_cnn_bytes):
             assert c.name() == "edgeslim"
     finally:
         agent.stop()
+
+
+@pytest.mark.timeout(180)
+def test_bench_library_bit_exact_with_data(bundle, tcp_agent, tiny_cnn_bytes, tmp_path):
+    """Labelled float data, quantized by bench: every output bit-exact with host LiteRT."""
+    from edgeslim.evaluate import io_details
+    from edgeslim.harness.bench import run_bench
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((20, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, size=20)
+    np.savez(tmp_path / "d.npz", x_test=x, y_test=y)
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file() and p.name != "bench.json"}
+    seen = []
+    r = run_bench(bundle, f"socket://127.0.0.1:{tcp_agent.port}", data=tmp_path / "d.npz", n=15,
+                  warmup=0, timeout=10, on_input=lambda done, total: seen.append((done, total)))
+    assert r["complete"] is True and r["error"] is None and r["reference"] == "litert"
+    assert r["measured"] == 15 and seen[-1] == (15, 15) and len(r["per_input"]) == 15
+    assert r["agreement"]["bit_exact"] == 15 and r["agreement"]["max_abs_diff"] == 0
+    assert r["agreement"]["top1_agreement"] == 1.0
+    qin, _ = io_details(tiny_cnn_bytes)
+    host_top = host_raw(tiny_cnn_bytes, qin.quantize(x[:15])).argmax(axis=1)
+    assert r["agreement"]["accuracy_device"] == pytest.approx(np.mean(host_top == y[:15]))
+    lat = r["latency_us"]
+    assert 0 <= lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] and lat["min"] <= lat["mean"]
+    assert r["link"]["us_per_input"] > lat["mean"]
+    assert r["device"]["info"]["counter"] == "perf_counter_ns"
+    on_disk = json.loads((bundle / "bench.json").read_text())
+    assert on_disk["agreement"] == r["agreement"] and on_disk["complete"] is True
+    # the user's files are untouched; only bench.json is new
+    after = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file() and p.name != "bench.json"}
+    assert after == before
+    (bundle / "bench.json").unlink()
+
+
+@pytest.mark.timeout(180)
+def test_bench_cli_random_inputs(bundle, tcp_agent):
+    from click.testing import CliRunner
+
+    from edgeslim.cli import cli
+
+    res = CliRunner().invoke(cli, ["bench", str(bundle), "--port", f"socket://127.0.0.1:{tcp_agent.port}",
+                                   "-n", "8", "--warmup", "2", "--timeout", "10"], obj={"debug": False})
+    assert res.exit_code == 0, res.output
+    assert "bit-exact vs litert" in res.output and "8 / 8" in res.output and "latency median" in res.output
+    r = json.loads((bundle / "bench.json").read_text())
+    assert r["inputs"] == {"source": "random (seed 0)", "count": 8, "warmup_per_input": 2}
+    assert r["agreement"]["bit_exact"] == 8
+    (bundle / "bench.json").unlink()
+
+
+@pytest.mark.timeout(180)
+def test_bench_agent_killed_mid_run_keeps_partial_results(bundle, tmp_path):
+    """The agent is killed after a few inputs: a DeviceError saying so, a partial bench.json."""
+    from edgeslim.harness.bench import run_bench
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    agent = Agent(copy, "--tcp", "0")
+    try:
+        def kill_after_5(done, total):
+            if done == 5:
+                os.killpg(agent.proc.pid, signal.SIGKILL)
+
+        with pytest.raises(DeviceError) as err:
+            run_bench(copy, f"socket://127.0.0.1:{agent.port}", n=20, warmup=0, timeout=5,
+                      on_input=kill_after_5)
+        assert "dropped during" in err.value.message
+        assert "5 of 20 inputs were measured" in err.value.hint and "bench.json" in err.value.hint
+        r = json.loads((copy / "bench.json").read_text())
+        assert r["complete"] is False and r["measured"] == 5 and "dropped" in r["error"]
+        assert r["agreement"]["bit_exact"] == 5
+    finally:
+        agent.stop()
+
+
+@pytest.mark.timeout(180)
+def test_bench_refuses_a_different_model(bundle, tcp_agent, tmp_path):
+    """A bundle whose model.tflite differs from the one the agent loaded: refused, both hashes shown."""
+    from click.testing import CliRunner
+
+    from edgeslim.cli import cli
+    from edgeslim.harness.bench import run_bench
+
+    other = tmp_path / "other"
+    shutil.copytree(bundle, other)
+    data = bytearray((other / "model.tflite").read_bytes())
+    data[-1] ^= 0xFF  # still loads host-side: the last byte is padding in the flatbuffer
+    (other / "model.tflite").write_bytes(bytes(data))
+    agent_sha = json.loads((bundle / "manifest.json").read_text())["model"]["sha256"]
+    import hashlib
+
+    other_sha = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(DeviceError) as err:
+        run_bench(other, f"socket://127.0.0.1:{tcp_agent.port}", n=2, timeout=10)
+    assert agent_sha in err.value.message and other_sha in err.value.message
+    assert not (other / "bench.json").exists()
+    res = CliRunner().invoke(cli, ["bench", str(other), "--port", f"socket://127.0.0.1:{tcp_agent.port}",
+                                   "-n", "2"], obj={"debug": False})
+    assert res.exit_code == 2 and "different model" in res.output
+
+
+@pytest.mark.timeout(60)
+def test_bench_silent_port_times_out(bundle):
+    """A port where something listens but never answers: a clear timeout naming the command."""
+    import socket
+
+    from edgeslim.harness.bench import run_bench
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    try:
+        with pytest.raises(DeviceError, match=r"no complete reply to name% within 0.5 s"):
+            run_bench(bundle, f"socket://127.0.0.1:{srv.getsockname()[1]}", n=1, timeout=0.5)
+    finally:
+        srv.close()
