@@ -307,3 +307,24 @@ def test_bench_silent_port_times_out(bundle):
             run_bench(bundle, f"socket://127.0.0.1:{srv.getsockname()[1]}", n=1, timeout=0.5)
     finally:
         srv.close()
+
+
+@pytest.mark.timeout(300)
+def test_bench_mcu_bundle_uses_tflite_micro_as_reference(bundle, tcp_agent, tiny_cnn_bytes, tmp_path):
+    """A bundle of kind "mcu" is compared with TFLite Micro, not LiteRT. The agent runs
+    LiteRT, so bench's bit-exact count must equal LiteRT-vs-TFLM agreement computed here
+    (measured on this model: 49 of 50 random inputs equal, one differs by 1 LSB)."""
+    from edgeslim import micro
+    from edgeslim.harness.bench import run_bench
+
+    mcu = tmp_path / "mcu"
+    shutil.copytree(bundle, mcu)
+    manifest = json.loads((mcu / "manifest.json").read_text())
+    manifest["target"]["kind"] = "mcu"
+    (mcu / "manifest.json").write_text(json.dumps(manifest))
+    r = run_bench(mcu, f"socket://127.0.0.1:{tcp_agent.port}", n=30, warmup=0, timeout=10, seed=11)
+    assert r["reference"] == "tflite-micro"
+    x = np.random.default_rng(11).integers(-128, 128, size=(30, 8, 8, 1), dtype=np.int8)
+    litert, tflm = host_raw(tiny_cnn_bytes, x).astype(int), np.asarray(micro.run(tiny_cnn_bytes, x)).astype(int)
+    assert r["agreement"]["bit_exact"] == int(np.sum(np.all(litert == tflm, axis=1)))
+    assert r["agreement"]["max_abs_diff"] == int(np.abs(litert - tflm).max())
