@@ -58,7 +58,11 @@ class Agent:
         self.proc = subprocess.Popen([sys.executable, str(bundle_dir / "agent.py"), "serve", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.banner = self._wait_for("serving")
+        try:
+            self.banner = self._wait_for("serving")
+        except BaseException:
+            self.stop()  # an agent that failed to start is not left behind
+            raise
 
     def _wait_for(self, word, timeout=60):
         deadline = time.monotonic() + timeout
