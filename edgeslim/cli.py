@@ -26,6 +26,7 @@ COMMANDS = {
     "distill": "distill",
     "example": "example",
     "bench": "bench",
+    "emulate": "emulate",
 }
 
 
