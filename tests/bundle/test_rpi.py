@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import venv
 
 import numpy as np
 import pytest
@@ -91,18 +90,6 @@ def test_agent_detects_a_swapped_model(rpi_bundle, tmp_path):
     (copy / "model.tflite").write_bytes(bytes(data))
     r = run_agent(sys.executable, copy, "info")
     assert r.returncode == 3 and json.loads(r.stdout.strip().splitlines()[-1])["manifest_match"] is False
-
-
-@pytest.fixture(scope="session")
-def tflite_runtime_python(tmp_path_factory):
-    """A separate venv with tflite-runtime 2.14 and numpy < 2 (as on older Pi OS
-    images), created once per test session from PyPI; pip's cache makes it fast."""
-    env_dir = tmp_path_factory.mktemp("tflite_runtime_venv")
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "tflite-runtime==2.14.0", "numpy<2"], check=True, timeout=600)
-    return py
 
 
 def test_agent_with_tflite_runtime_and_old_numpy(rpi_bundle, tiny_cnn_bytes, tflite_runtime_python, tmp_path):

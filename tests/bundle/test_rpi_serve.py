@@ -54,8 +54,8 @@ def host_raw(model_bytes, x):
 class Agent:
     """`agent.py serve` as a child process; killed (the whole process group) on stop()."""
 
-    def __init__(self, bundle_dir, *args):
-        self.proc = subprocess.Popen([sys.executable, str(bundle_dir / "agent.py"), "serve", *args],
+    def __init__(self, bundle_dir, *args, python=sys.executable):
+        self.proc = subprocess.Popen([str(python), str(bundle_dir / "agent.py"), "serve", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:
@@ -332,3 +332,21 @@ def test_bench_mcu_bundle_uses_tflite_micro_as_reference(bundle, tcp_agent, tiny
     litert, tflm = host_raw(tiny_cnn_bytes, x).astype(int), np.asarray(micro.run(tiny_cnn_bytes, x)).astype(int)
     assert r["agreement"]["bit_exact"] == int(np.sum(np.all(litert == tflm, axis=1)))
     assert r["agreement"]["max_abs_diff"] == int(np.abs(litert - tflm).max())
+
+
+@pytest.mark.timeout(900)
+def test_serve_with_tflite_runtime_and_old_numpy(bundle, tflite_runtime_python):
+    """The agent on an older Pi OS image (tflite-runtime 2.14, numpy < 2) serves the protocol;
+    bench reports its agreement with host LiteRT. Tolerance as in test_rpi.py: tflite-runtime
+    2.14's int8 kernels may differ by 1 LSB from ai-edge-litert's."""
+    from edgeslim.harness.bench import run_bench
+
+    agent = Agent(bundle, "--tcp", "0", python=tflite_runtime_python)
+    try:
+        r = run_bench(bundle, f"socket://127.0.0.1:{agent.port}", n=12, warmup=0, timeout=10, seed=3)
+        assert "tflite-runtime" in r["device"]["profile"] and r["complete"] is True
+        assert r["agreement"]["compared"] == 12 and r["agreement"]["max_abs_diff"] <= 1
+        assert r["agreement"]["bit_exact"] >= 9
+    finally:
+        agent.stop()
+        (bundle / "bench.json").unlink(missing_ok=True)
