@@ -39,10 +39,12 @@ def _table(result: dict) -> None:
               help=".npz with x_test (and y_test); random int8 inputs without it.")
 @click.option("-n", "--count", "n", type=int, default=100, show_default=True, help="Inputs to send.")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed inferences before each timed one.")
+@click.option("--runs", type=int, default=1, show_default=True,
+              help="Timed inferences per input (infer RUNS WARMUP%); the latency is their mean.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for any reply.")
 @click.option("--baud", type=int, default=115200, show_default=True, help="Serial baud rate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-def command(bundle, port, data, n, warmup, timeout, baud, seed):
+def command(bundle, port, data, n, warmup, runs, timeout, baud, seed):
     """Run the bundle's model on its device; write bench.json into the bundle."""
     from rich.progress import Progress
 
@@ -54,7 +56,7 @@ def command(bundle, port, data, n, warmup, timeout, baud, seed):
         def on_input(done, total):
             progress.update(task, completed=done, total=total)
 
-        result = run_bench(bundle, port, data=data, n=n, warmup=warmup, timeout=timeout, baud=baud,
+        result = run_bench(bundle, port, data=data, n=n, warmup=warmup, runs=runs, timeout=timeout, baud=baud,
                            seed=seed, on_input=on_input)
     _table(result)
     click.echo(f"wrote {bundle / BENCH_FILE}")

@@ -30,7 +30,7 @@ BENCH_FILE = "bench.json"
 FORMAT = "edgeslim-bench/1"
 
 
-def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, timeout: float = 5.0,
+def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, runs: int = 1, timeout: float = 5.0,
               infer_timeout: float = 60.0, baud: int = 115200, seed: int = 0,
               on_input: Callable[[int, int], None] | None = None) -> dict:
     """Bench ``bundle_dir``'s model on the device at ``port`` (a pyserial URL or an
@@ -39,7 +39,9 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, tim
     ``data``: an .npz with ``x_test`` (float, quantized here with the model's
     input scale and zero point, or already int8) and optionally ``y_test``;
     without it, ``n`` seeded random int8 inputs. ``on_input(done, total)`` is
-    called after each input (a progress bar)."""
+    called after each input (a progress bar). Each input is timed as ``infer
+    runs warmup%``: ``warmup`` untimed inferences, then the mean of ``runs`` timed
+    ones (more runs average out a coarse device clock)."""
     from edgeslim.evaluate import io_details
     from edgeslim.harness.protocol import DutClient
 
@@ -48,6 +50,8 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, tim
     kind = manifest.get("target", {}).get("kind", "mcu" if (bundle_dir / "tflm").is_dir() else "rpi")
     bundle_sha = _sha256(model_bytes)
     qin, qout = io_details(model_bytes)
+    if runs < 1 or warmup < 0:
+        raise DeviceError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
     if qout.dtype not in (np.int8, np.uint8):
         raise DeviceError(f"bench compares raw int8 outputs; this model's output is {qout.dtype}",
                           hint="Bench an int8 build (the default).")
@@ -60,7 +64,8 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, tim
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "port": port if isinstance(port, str) else getattr(port, "name", "link"),
         "bundle": {"kind": kind, "model_sha256": bundle_sha},
-        "inputs": {"source": source, "count": int(len(x)), "warmup_per_input": int(warmup)},
+        "inputs": {"source": source, "count": int(len(x)), "warmup_per_input": int(warmup),
+                   "runs_per_input": int(runs)},
         "reference": reference_name,
     }
     records: list[dict] = []
@@ -77,7 +82,7 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, tim
             for i in range(len(x)):
                 start = time.perf_counter()
                 dut.load(np.ascontiguousarray(x[i]).tobytes())
-                r = dut.infer(1, warmup)
+                r = dut.infer(runs, warmup)
                 raw = dut.results_hex()
                 wall_us = (time.perf_counter() - start) * 1e6
                 got = np.frombuffer(raw, dtype=qout.dtype)

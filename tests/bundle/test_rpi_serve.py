@@ -236,11 +236,11 @@ def test_bench_cli_random_inputs(bundle, tcp_agent):
     from edgeslim.cli import cli
 
     res = CliRunner().invoke(cli, ["bench", str(bundle), "--port", f"socket://127.0.0.1:{tcp_agent.port}",
-                                   "-n", "8", "--warmup", "2", "--timeout", "10"], obj={"debug": False})
+                                   "-n", "8", "--warmup", "2", "--runs", "3", "--timeout", "10"], obj={"debug": False})
     assert res.exit_code == 0, res.output
     assert "bit-exact vs litert" in res.output and "8 / 8" in res.output and "latency median" in res.output
     r = json.loads((bundle / "bench.json").read_text())
-    assert r["inputs"] == {"source": "random (seed 0)", "count": 8, "warmup_per_input": 2}
+    assert r["inputs"] == {"source": "random (seed 0)", "count": 8, "warmup_per_input": 2, "runs_per_input": 3}
     assert r["agreement"]["bit_exact"] == 8
     (bundle / "bench.json").unlink()
 
