@@ -73,7 +73,8 @@ def board_for_target(spec: str) -> tuple[qemu.Board, qemu.Core]:
             hint=f"known boards: {', '.join(sorted(qemu.BOARDS))}",
         )
     flags = tuple(f for f in shlex.split(cflags) if f not in qemu.COMMON_FLAGS)
-    core = qemu.Core(target.core or target.profile, flags, machine)
+    known = qemu.CORES.get(target.profile)
+    core = qemu.Core(target.core or target.profile, flags, machine, known.note if known else "")
     return qemu.BOARDS[machine], core
 
 

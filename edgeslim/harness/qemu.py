@@ -4,7 +4,8 @@ under ``qemu-system-arm`` and talk to it over a socket serial link.
 The pieces, each usable alone:
 
 - ``BOARDS`` / ``CORES``: the QEMU boards (memory map, UART, tick timer) and the compiler
-  flags per core (facts: docs in firmware_templates/cortex_m/README.md).
+  flags per core, read from the target profiles' ``[build] cflags`` and ``qemu_machine``
+  (facts: docs in firmware_templates/cortex_m/README.md).
 - ``cross_compile`` and ``section_sizes``: ``arm-none-eabi-gcc -Wall -Wextra -Werror`` and
   ``arm-none-eabi-size`` figures (text, rodata, data, bss) of a set of objects.
 - ``build_test_firmware``: renders firmware_templates/cortex_m/ for one board and model
@@ -89,35 +90,32 @@ class Board:
     bulk_size: int
 
 
-CORES: dict[str, Core] = {
-    c.name: c
-    for c in (
-        Core(
-            "cortex-m0plus",
-            ("-mcpu=cortex-m0plus", "-mfloat-abi=soft"),
-            "mps2-an385",
-            "QEMU has no Cortex-M0+ board: ARMv6-M code runs on the Cortex-M3 (a superset); "
-            "unaligned accesses do not fault there as they would on silicon",
-        ),
-        Core("cortex-m3", ("-mcpu=cortex-m3", "-mfloat-abi=soft"), "mps2-an385"),
-        Core(
-            "cortex-m4",
-            ("-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-            "mps2-an386",
-        ),
-        Core(
-            "cortex-m7",
-            ("-mcpu=cortex-m7", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
-            "mps2-an500",
-        ),
-        Core(
-            "cortex-m33",
-            ("-mcpu=cortex-m33", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
-            "mps2-an505",
-        ),
-        Core("cortex-m55", ("-mcpu=cortex-m55", "-mfloat-abi=hard"), "mps3-an547"),
-    )
+# What the profiles cannot say: notes per core, and the Cortex-M3 (its board runs M0+ code), which
+# has no target profile of its own.
+_CORE_NOTES = {
+    "cortex-m0plus": "QEMU has no Cortex-M0+ board: ARMv6-M code runs on the Cortex-M3 (a superset); "
+    "unaligned accesses do not fault there as they would on silicon",
 }
+_CORES_WITHOUT_PROFILE = (Core("cortex-m3", ("-mcpu=cortex-m3", "-mfloat-abi=soft"), "mps2-an385"),)
+
+
+def _cores_from_profiles() -> dict[str, Core]:
+    """One Core per built-in Cortex-M target profile: its ``[build] cflags`` (less the flags every
+    object gets) and its ``[build] qemu_machine``. The profiles are the one place naming them."""
+    import shlex
+
+    from edgeslim.targets import list_targets
+
+    cores = {c.name: c for c in _CORES_WITHOUT_PROFILE}
+    for t in list_targets():
+        machine, cflags = t.build.get("qemu_machine"), t.build.get("cflags")
+        if t.is_mcu and machine and cflags and t.profile not in cores:
+            flags = tuple(f for f in shlex.split(cflags) if f not in COMMON_FLAGS)
+            cores[t.profile] = Core(t.profile, flags, machine, _CORE_NOTES.get(t.profile, ""))
+    return dict(sorted(cores.items()))
+
+
+CORES: dict[str, Core] = _cores_from_profiles()
 
 _MB = 1024 * 1024
 BOARDS: dict[str, Board] = {

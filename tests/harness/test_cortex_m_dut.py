@@ -251,3 +251,20 @@ def test_a_corrupted_weight_shows_at_boot_and_in_info(case, tmp_path):
         (line,) = dut.send("info%")
     crc = re.search(r"weights_crc=([0-9a-f]{8}),weights_crc_expected=([0-9a-f]{8})", line)
     assert crc.group(2) == f"{fw.weights_crc:08x}" != crc.group(1)
+
+
+def test_boards_and_flags_come_from_the_target_profiles():
+    from edgeslim.targets import list_targets
+
+    mcu = [t for t in list_targets() if t.is_mcu]
+    assert {t.profile for t in mcu} <= set(qemu.CORES)
+    for t in mcu:
+        board, core = cortex_m.board_for_target(t.profile)
+        assert board.machine == t.build["qemu_machine"] == qemu.CORES[t.profile].board
+        assert core.cflags == qemu.CORES[t.profile].cflags
+        assert set(core.cflags) <= set(t.build["cflags"].split())
+    board, core = cortex_m.board_for_target("cortex-m33")
+    assert (board.machine, board.flash_origin, board.uart_base) == ("mps2-an505", 0x10000000,
+                                                                    0x50200000)
+    with pytest.raises(Exception, match="names no emulated board"):
+        cortex_m.board_for_target("rpi4")
