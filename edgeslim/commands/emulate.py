@@ -36,7 +36,8 @@ def command(bundle, port, icount_shift, timeout):
     from edgeslim.harness.emulate import Emulator, bundle_firmware, read_bundle
 
     if not bundle.is_dir():
-        raise DeviceError(f"bundle {bundle} does not exist", hint="Give the folder `edgeslim build` wrote.")
+        raise DeviceError(f"bundle {bundle} does not exist",
+                          hint="Give the folder `edgeslim build` wrote.")
     info = read_bundle(bundle)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C stops it even when started from a shell that ignores SIGINT (a background job).

@@ -179,7 +179,8 @@ def test_instruction_counts_are_the_same_on_two_runs(case, target):
             dut.load(x)
             lines = dut.send("infer 2 1%")
             (icount,) = dut.send("icount%")
-            m = re.fullmatch(r"m-icount-\[instructions=(\d+),runs=2,per_run=(\d+),shift=6\]", icount)
+            m = re.fullmatch(r"m-icount-\[instructions=(\d+),runs=2,per_run=(\d+),shift=6\]",
+                             icount)
             assert m, icount
             t0, t1 = (int(line[len("m-lap-us-"):]) for line in lines[3:5])
             counts.append((int(m.group(1)), int(m.group(2)), t1 - t0))
@@ -224,7 +225,8 @@ def test_info_proves_the_model_and_its_weights(case):
         dut = Runner(session)
         dut.lines()
         (line,) = dut.send("info%")
-    fields = dict(kv.split("=", 1) for kv in re.fullmatch(r"m-info-\[(.*)\]", line).group(1).split(","))
+    body = re.fullmatch(r"m-info-\[(.*)\]", line).group(1)
+    fields = dict(kv.split("=", 1) for kv in body.split(","))
     assert fields["sha256"] == hashlib.sha256(case.model).hexdigest() == fw.model_sha256
     assert fields["weights_crc"] == fields["weights_crc_expected"] == f"{fw.weights_crc:08x}"
     assert fw.weights_bytes > 10_000  # the digits CNN's weights, not an empty range
