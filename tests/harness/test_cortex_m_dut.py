@@ -270,3 +270,28 @@ def test_boards_and_flags_come_from_the_target_profiles():
                                                                     0x50200000)
     with pytest.raises(Exception, match="names no emulated board"):
         cortex_m.board_for_target("rpi4")
+
+
+def test_the_protocol_does_not_change_what_is_measured(case):
+    """icount% per input against the test firmware's count for the same library and inputs
+    (edgeslim.harness.qemu, which removes its timing overhead): the harness adds only its own
+    few instructions of timer reads, loop and call, the same for every input."""
+    fw = case.firmware("cortex-m4")
+    test_fw = qemu.firmware_for_library(
+        case.lib_dir, case.work / "test-fw", name="digits", input_bytes=fw.input_bytes,
+        output_bytes=fw.output_bytes, arena_bytes=fw.arena_bytes,
+    )  # fmt: skip
+    reference = qemu.run_firmware(test_fw, case.flat).instructions
+    counts = []
+    with boot(fw) as session:
+        dut = Runner(session)
+        dut.lines()
+        for x in case.flat:
+            dut.load(x.tobytes())
+            dut.send("infer 1 0%")
+            (icount,) = dut.send("icount%")
+            counts.append(int(re.search(r"per_run=(\d+)", icount).group(1)))
+    extra = [c - r for c, r in zip(counts, reference)]
+    assert len(set(reference)) > 1  # the inputs cost different amounts: a real comparison
+    assert all(0 < e < 100 for e in extra), extra
+    assert max(extra) - min(extra) <= 1, extra  # +-1: the test firmware's overhead estimate
