@@ -94,10 +94,14 @@ def boot(fw: cortex_m.DutFirmware) -> qemu.QemuSession:
     return qemu.QemuSession(fw.elf, fw.board, icount_shift=fw.icount_shift, timeout=60)
 
 
-@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m33"])
+BOARD_OF = {"cortex-m0plus": "mps2-an385", "cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500",
+            "cortex-m33": "mps2-an505", "cortex-m55": "mps3-an547"}
+
+
+@pytest.mark.parametrize("target", sorted(BOARD_OF))
 def test_runner_sequence_reply_shapes_and_bit_exact_outputs(case, target):
     fw = case.firmware(target)
-    assert fw.board.machine == {"cortex-m4": "mps2-an386", "cortex-m33": "mps2-an505"}[target]
+    assert fw.board.machine == BOARD_OF[target]
     with boot(fw) as session:
         dut = Runner(session)
         boot_lines = dut.lines()
