@@ -1,7 +1,8 @@
 """The Cortex-M device-under-test harness (firmware_templates/cortex_m/dut.c, built by
 edgeslim.harness.cortex_m) on emulated boards, driven by a small runner written here to the
 MLPerf Tiny command sequence of ../shared/notes/mlperf-tiny-protocol.md: the reply shapes line
-by line, the worked transcript replayed, outputs bit-exact with TFLite Micro, the same
+by line on every Cortex-M profile's board (M0+ code on the M3 board, M4, M7, M33, M55), the
+worked transcript replayed, outputs bit-exact with TFLite Micro, the same
 instruction counts on two runs under -icount, garbage and over-long lines answered with e-
 errors, and info% proving which model and weights the device runs.
 
