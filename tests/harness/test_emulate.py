@@ -145,3 +145,34 @@ def test_emulate_refuses_a_bundle_without_the_c_library(tmp_path):
     result = CliRunner().invoke(cli, ["emulate", str(bundle)], obj={"debug": False})
     assert result.exit_code == 2
     assert "no generated C library" in result.output and "--backend c" in result.output
+
+
+def test_bench_against_the_emulated_device_is_bit_exact_and_repeatable(bundle):
+    """End to end: `edgeslim emulate` serving the bundle, `edgeslim bench` over the socket
+    (random inputs, TFLite Micro as the reference): every output bit-exact, and a second bench
+    measures the same emulated latencies (-icount)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeslim.cli import cli
+
+    run = Running(bundle)
+    try:
+        latencies = []
+        for _ in range(2):
+            result = CliRunner().invoke(
+                cli, ["bench", str(bundle), "--port", f"socket://127.0.0.1:{run.port}", "-n", "4",
+                      "--timeout", "20"], obj={"debug": False},
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            report = json.loads((bundle / "bench.json").read_text())
+            assert report["complete"] is True
+            assert report["agreement"]["compared"] == report["agreement"]["bit_exact"] == 4
+            assert report["device"]["info"]["weights_crc"] == (
+                report["device"]["info"]["weights_crc_expected"])
+            latencies.append([p["latency_us"] for p in report["per_input"]])
+        # the same inputs (seed 0) cost the same instructions: equal to the microsecond's phase
+        assert all(abs(a - b) <= 1 for a, b in zip(*latencies)), latencies
+    finally:
+        run.close()
