@@ -84,9 +84,14 @@ class Running:
         return buf.decode().splitlines()
 
     def close(self):
+        """Stop as a user would (SIGTERM: emulate stops and reaps QEMU); kill what is left."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         if self.qemu_pid and _alive(self.qemu_pid):
             os.kill(self.qemu_pid, signal.SIGKILL)
         self.proc.stdout.close()
