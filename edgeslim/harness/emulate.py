@@ -84,6 +84,18 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the QEMU child (Linux): get SIGTERM when the process that started it dies, so a killed
+    ``edgeslim emulate`` leaves no emulator behind. Elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Emulator:
     """``qemu-system-arm`` running a harness firmware, UART0 on ``socket://127.0.0.1:<port>``.
 
@@ -133,8 +145,10 @@ class Emulator:
         for _ in range(tries):
             self.port = self.requested_port or qemu.free_port()
             self._log = tempfile.TemporaryFile()
-            self.process = subprocess.Popen(self.command(self.port), stdin=subprocess.DEVNULL,
-                                            stdout=self._log, stderr=subprocess.STDOUT)  # fmt: skip
+            self.process = subprocess.Popen(
+                self.command(self.port), stdin=subprocess.DEVNULL, stdout=self._log,
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )  # fmt: skip
             deadline = time.monotonic() + self.start_timeout
             while time.monotonic() < deadline and self.process.poll() is None:
                 if _listening(self.port):

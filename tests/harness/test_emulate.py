@@ -181,3 +181,17 @@ def test_bench_against_the_emulated_device_is_bit_exact_and_repeatable(bundle):
         assert all(abs(a - b) <= 1 for a, b in zip(*latencies)), latencies
     finally:
         run.close()
+
+
+def test_a_killed_emulate_leaves_no_qemu_behind(bundle):
+    run = Running(bundle)
+    try:
+        assert _alive(run.qemu_pid)
+        run.proc.kill()  # no chance to clean up: QEMU gets SIGTERM from the kernel instead
+        run.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(run.qemu_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(run.qemu_pid)
+    finally:
+        run.close()
