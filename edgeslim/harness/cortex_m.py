@@ -132,13 +132,9 @@ def build_dut_firmware(
     with (None: a firmware for a real board, whose ``icount%`` answers with an error).
     """
     library_dir, out_dir = Path(library_dir), Path(out_dir)
-    header = library_dir / f"{name}.h"
-    sources = sorted(library_dir.glob("*.c"))
-    if not header.is_file() or not sources:
-        raise DeviceError(
-            f"{library_dir} holds no generated library named {name!r} ({header.name} and .c files)",
-            hint="build the bundle with --backend c, or generate it with edgeslim.codegen.generate",
-        )
+    header, sources = qemu.library_files(
+        library_dir, name, hint="build the bundle with --backend c, or generate it with edgeslim.codegen.generate"
+    )
     if "int8_t *input, int8_t *output" not in header.read_text():
         raise DeviceError(
             f"model {name!r} does not take and return int8 tensors",

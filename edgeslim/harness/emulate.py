@@ -119,19 +119,7 @@ class Emulator:
 
     def command(self, port: int) -> list[str]:
         fw = self.firmware
-        cmd = [
-            qemu._require_tool(qemu.QEMU),
-            "-M", fw.board.machine,
-            "-display", "none",
-            "-monitor", "none",
-            "-kernel", str(fw.elf),
-            "-semihosting-config", "enable=on,target=native",
-            "-chardev", f"socket,id=u0,host=127.0.0.1,port={port},server=on,wait=off,nodelay=on",
-            "-serial", "chardev:u0",
-        ]  # fmt: skip
-        if fw.icount_shift is not None:
-            cmd += ["-icount", f"shift={fw.icount_shift}"]
-        return cmd
+        return qemu.qemu_command(fw.board.machine, fw.elf, port, wait=False, icount_shift=fw.icount_shift)
 
     def output(self) -> str:
         """What QEMU printed so far."""
@@ -170,14 +158,7 @@ class Emulator:
         """Terminate QEMU (kill it if it does not exit within 5 s); its exit code."""
         code = None
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=5)
-            code = self.process.returncode
+            code = qemu.stop_process(self.process)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -394,6 +394,20 @@ def build_test_firmware(
     )
 
 
+
+def library_files(library_dir: Path, name: str, *, hint: str) -> tuple[Path, list[Path]]:
+    """A generated library folder's ``<name>.h`` and its ``*.c`` files; a DeviceError with
+    ``hint`` when either is missing."""
+    library_dir = Path(library_dir)
+    header = library_dir / f"{name}.h"
+    sources = sorted(library_dir.glob("*.c"))
+    if not header.is_file() or not sources:
+        raise DeviceError(
+            f"{library_dir} holds no generated library named {name!r} ({header.name} and .c files)",
+            hint=hint,
+        )
+    return header, sources
+
 def firmware_for_library(
     library_dir: Path,
     out_dir: Path,
@@ -408,14 +422,9 @@ def firmware_for_library(
 ) -> Firmware:
     """``build_test_firmware`` for a generated library folder: every ``*.c`` in it, and
     ``<name>.h``."""
-    library_dir = Path(library_dir)
-    header = library_dir / f"{name}.h"
-    sources = sorted(library_dir.glob("*.c"))
-    if not header.is_file() or not sources:
-        raise DeviceError(
-            f"{library_dir} holds no generated library named {name!r} ({header.name} and .c files)",
-            hint="generate it first with edgeslim.codegen.generate(model, out_dir, name=...)",
-        )
+    header, sources = library_files(
+        library_dir, name, hint="generate it first with edgeslim.codegen.generate(model, out_dir, name=...)"
+    )
     return build_test_firmware(
         sources, header, out_dir, name=name, input_bytes=input_bytes, output_bytes=output_bytes,
         arena_bytes=arena_bytes, board=board, core=core, opt=opt,
@@ -423,6 +432,38 @@ def firmware_for_library(
 
 
 # -- QEMU ----------------------------------------------------------------------------------
+
+
+def qemu_command(machine: str, elf: Path, port: int, *, wait: bool,
+                 icount_shift: int | None) -> list[str]:  # fmt: skip
+    """The ``qemu-system-arm`` command line running ``elf`` on ``machine``, UART0 on a TCP
+    server at 127.0.0.1:``port`` (``wait``: the guest starts only once a client connects)."""
+    cmd = [
+        _require_tool(QEMU),
+        "-M", machine,
+        "-display", "none",
+        "-monitor", "none",
+        "-kernel", str(elf),
+        "-semihosting-config", "enable=on,target=native",
+        "-chardev",
+        f"socket,id=u0,host=127.0.0.1,port={port},server=on,wait={'on' if wait else 'off'},nodelay=on",
+        "-serial", "chardev:u0",
+    ]  # fmt: skip
+    if icount_shift is not None:
+        cmd += ["-icount", f"shift={icount_shift}"]
+    return cmd
+
+
+def stop_process(process: subprocess.Popen) -> int | None:
+    """Terminate ``process`` (kill it if it does not exit within 5 s); its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    return process.returncode
 
 
 def free_port() -> int:
@@ -471,18 +512,7 @@ class QemuSession:
         self.close()
 
     def command(self, port: int) -> list[str]:
-        cmd = [
-            _require_tool(QEMU),
-            "-M", self.board.machine,
-            "-display", "none",
-            "-monitor", "none",
-            "-kernel", str(self.elf),
-            "-semihosting-config", "enable=on,target=native",
-            "-chardev", f"socket,id=u0,host=127.0.0.1,port={port},server=on,wait=on,nodelay=on",
-            "-serial", "chardev:u0",
-        ]  # fmt: skip
-        if self.icount_shift is not None:
-            cmd += ["-icount", f"shift={self.icount_shift}"]
+        cmd = qemu_command(self.board.machine, self.elf, port, wait=True, icount_shift=self.icount_shift)
         for path, addr in self.preload:
             cmd += ["-device", f"loader,file={path},addr=0x{addr:08x},force-raw=on"]
         return cmd
@@ -580,14 +610,7 @@ class QemuSession:
                 pass
             self.serial = None
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=5)
-            self.returncode = self.process.returncode
+            self.returncode = stop_process(self.process)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None

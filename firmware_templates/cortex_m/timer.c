@@ -6,51 +6,21 @@
 /* SysTick (boards without a CMSDK APB timer, e.g. the SSE-300 of mps3-an547): a
  * 24-bit down counter; its wraps are counted in its interrupt, whose few
  * instructions then land in the measured code. */
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
-#define SCB_ICSR (*(volatile uint32_t *)0xE000ED04u)
-#define CSR_ENABLE 0x1u
-#define CSR_TICKINT 0x2u
-#define CSR_CLKSOURCE_CPU 0x4u
-#define ICSR_PENDSTSET (1u << 26)
-#define SYST_MAX 0x00FFFFFFu
-
-static volatile uint32_t wraps;
+#include "systick.h"
 
 void SysTick_Handler(void)
 {
-    wraps = wraps + 1u;
+    eslm_systick_wrapped();
 }
 
 void eslm_timer_start(void)
 {
-    SYST_CSR = 0;
-    wraps = 0;
-    SYST_RVR = SYST_MAX;
-    SYST_CVR = 0; /* clears the counter; it reloads on the next tick */
-    SYST_CSR = CSR_ENABLE | CSR_TICKINT | CSR_CLKSOURCE_CPU;
-    while (SYST_CVR == 0u) {
-        /* wait for the first reload so that ticks only ever grow */
-    }
+    eslm_systick_start();
 }
 
 uint64_t eslm_timer_ticks(void)
 {
-    uint32_t hi, lo, again;
-    do {
-        hi = wraps;
-        lo = SYST_CVR;
-        if (SCB_ICSR & ICSR_PENDSTSET) {
-            /* wrapped, interrupt not taken yet: the re-read is after the wrap */
-            lo = SYST_CVR;
-            hi += 1u;
-            again = wraps + 1u;
-        } else {
-            again = wraps;
-        }
-    } while (hi != again);
-    return ((uint64_t)hi << 24) + (uint64_t)(SYST_MAX - lo);
+    return eslm_systick_ticks();
 }
 
 #else

@@ -28,20 +28,6 @@ def rpi_bundle(tmp_path_factory, tiny_cnn_bytes):
     return d, files, x
 
 
-def host_outputs(model_bytes, x):
-    from ai_edge_litert.interpreter import Interpreter
-
-    ip = Interpreter(model_content=model_bytes)
-    ip.allocate_tensors()
-    i, o = ip.get_input_details()[0]["index"], ip.get_output_details()[0]["index"]
-    out = []
-    for n in range(len(x)):
-        ip.set_tensor(i, x[n:n + 1])
-        ip.invoke()
-        out.append(ip.get_tensor(o)[0].copy())
-    return np.stack(out)
-
-
 def run_agent(python, bundle, *args):
     return subprocess.run([str(python), str(bundle / "agent.py"), *args], capture_output=True,
                           text=True, timeout=300)
@@ -60,23 +46,23 @@ def test_bundle_files(rpi_bundle):
     assert (d / "agent.py").stat().st_mode & 0o111
 
 
-def test_agent_with_ai_edge_litert_matches_host(rpi_bundle, tiny_cnn_bytes, tmp_path):
+def test_agent_with_ai_edge_litert_matches_host(rpi_bundle, tiny_cnn_bytes, tmp_path, litert_outputs):
     d, _, x = rpi_bundle
     out = tmp_path / "y.npy"
     r = run_agent(sys.executable, d, "run", str(d / "x.npy"), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    np.testing.assert_array_equal(np.load(out), host_outputs(tiny_cnn_bytes, x))
+    np.testing.assert_array_equal(np.load(out), litert_outputs(tiny_cnn_bytes, x))
     info = run_agent(sys.executable, d, "info")
     assert info.returncode == 0, info.stderr
     meta = json.loads(info.stdout.strip().splitlines()[-1])
     assert meta["runtime"] == "ai-edge-litert" and meta["manifest_match"] is True
     # JSON lines and the stdin mode give the same raw outputs
     lines = run_agent(sys.executable, d, "run", str(d / "x.npy")).stdout.strip().splitlines()
-    assert [json.loads(s)["output"] for s in lines] == host_outputs(tiny_cnn_bytes, x).tolist()
+    assert [json.loads(s)["output"] for s in lines] == litert_outputs(tiny_cnn_bytes, x).tolist()
     assert json.loads(lines[0])["label"] in ("zero", "one", "two")
     p = subprocess.run([sys.executable, str(d / "agent.py"), "stdin"], input=x[0].tobytes().hex() + "\n",
                        capture_output=True, text=True, timeout=120)
-    assert json.loads(p.stdout)["output"] == host_outputs(tiny_cnn_bytes, x[:1])[0].tolist()
+    assert json.loads(p.stdout)["output"] == litert_outputs(tiny_cnn_bytes, x[:1])[0].tolist()
 
 
 def test_agent_detects_a_swapped_model(rpi_bundle, tmp_path):
@@ -92,7 +78,7 @@ def test_agent_detects_a_swapped_model(rpi_bundle, tmp_path):
     assert r.returncode == 3 and json.loads(r.stdout.strip().splitlines()[-1])["manifest_match"] is False
 
 
-def test_agent_with_tflite_runtime_and_old_numpy(rpi_bundle, tiny_cnn_bytes, tflite_runtime_python, tmp_path):
+def test_agent_with_tflite_runtime_and_old_numpy(rpi_bundle, tiny_cnn_bytes, tflite_runtime_python, tmp_path, litert_outputs):
     d, _, x = rpi_bundle
     versions = subprocess.run(
         [str(tflite_runtime_python), "-c",
@@ -102,7 +88,7 @@ def test_agent_with_tflite_runtime_and_old_numpy(rpi_bundle, tiny_cnn_bytes, tfl
     out = tmp_path / "y.npy"
     r = run_agent(tflite_runtime_python, d, "run", str(d / "x.npy"), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    got, want = np.load(out).astype(int), host_outputs(tiny_cnn_bytes, x).astype(int)
+    got, want = np.load(out).astype(int), litert_outputs(tiny_cnn_bytes, x).astype(int)
     # tflite-runtime 2.14's int8 kernels are older than ai-edge-litert's: outputs
     # may differ by one quantization step (measured: 1 of 36 values, by 1 LSB).
     # Tolerance: at most 1 LSB anywhere, on at most 10% of the values.
@@ -113,7 +99,7 @@ def test_agent_with_tflite_runtime_and_old_numpy(rpi_bundle, tiny_cnn_bytes, tfl
     assert info["runtime"] == "tflite-runtime" and info["manifest_match"] is True
 
 
-def test_agent_watch_mode_answers_files(rpi_bundle, tiny_cnn_bytes, tmp_path):
+def test_agent_watch_mode_answers_files(rpi_bundle, tiny_cnn_bytes, tmp_path, litert_outputs):
     """What the systemd unit runs: .npy files in the inbox are answered in the outbox."""
     d, _, x = rpi_bundle
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
@@ -122,4 +108,4 @@ def test_agent_watch_mode_answers_files(rpi_bundle, tiny_cnn_bytes, tmp_path):
     r = run_agent(sys.executable, d, "watch", str(inbox), str(outbox), "--once")
     assert r.returncode == 0, r.stderr
     assert list(inbox.iterdir()) == [] and [p.name for p in outbox.iterdir()] == ["req1.npy"]
-    np.testing.assert_array_equal(np.load(outbox / "req1.npy"), host_outputs(tiny_cnn_bytes, x[:4]))
+    np.testing.assert_array_equal(np.load(outbox / "req1.npy"), litert_outputs(tiny_cnn_bytes, x[:4]))

@@ -36,21 +36,6 @@ def bundle(tmp_path_factory, tiny_cnn_bytes):
     return d
 
 
-def host_raw(model_bytes, x):
-    """LiteRT on the host, one sample at a time: the raw int8 outputs."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    ip = Interpreter(model_content=model_bytes)
-    ip.allocate_tensors()
-    i, o = ip.get_input_details()[0]["index"], ip.get_output_details()[0]["index"]
-    out = []
-    for n in range(len(x)):
-        ip.set_tensor(i, x[n:n + 1])
-        ip.invoke()
-        out.append(ip.get_tensor(o)[0].copy())
-    return np.stack(out)
-
-
 class Agent:
     """`agent.py serve` as a child process; killed (the whole process group) on stop()."""
 
@@ -135,11 +120,11 @@ def send(client, text):
 
 
 @pytest.mark.timeout(120)
-def test_tcp_transcript_and_faults(bundle, tcp_agent, tiny_cnn_bytes):
+def test_tcp_transcript_and_faults(bundle, tcp_agent, tiny_cnn_bytes, litert_outputs):
     """The worked transcript's command sequence, with the model's real 64-byte input,
     reply shapes checked exactly; then garbage and an oversize line."""
     x = np.random.default_rng(5).integers(-128, 128, size=(1, 8, 8, 1), dtype=np.int8)
-    want = host_raw(tiny_cnn_bytes, x)[0]
+    want = litert_outputs(tiny_cnn_bytes, x)[0]
     with DutClient(f"socket://127.0.0.1:{tcp_agent.port}", timeout=10) as c:
         assert send(c, "name%") == ["m-name-dut-[edgeslim]"]
         assert send(c, "db load 64%") == ["m-[Expecting 64 bytes]"]
@@ -171,7 +156,7 @@ def test_tcp_transcript_and_faults(bundle, tcp_agent, tiny_cnn_bytes):
 
 
 @pytest.mark.timeout(120)
-def test_pty_serial_outputs_equal_host(bundle, tiny_cnn_bytes):
+def test_pty_serial_outputs_equal_host(bundle, tiny_cnn_bytes, litert_outputs):
     """`serve --serial` on the slave of a pty pair; the host talks through the master."""
     master, slave = os.openpty()
     path = os.ttyname(slave)
@@ -179,7 +164,7 @@ def test_pty_serial_outputs_equal_host(bundle, tiny_cnn_bytes):
     os.close(slave)  # the agent holds its own descriptor now
     try:
         x = np.random.default_rng(6).integers(-128, 128, size=(6, 8, 8, 1), dtype=np.int8)
-        want = host_raw(tiny_cnn_bytes, x)
+        want = litert_outputs(tiny_cnn_bytes, x)
         with DutClient(PtyLink(master, path), timeout=10) as c:
             got = []
             for i in range(len(x)):
@@ -197,7 +182,7 @@ def test_pty_serial_outputs_equal_host(bundle, tiny_cnn_bytes):
 
 
 @pytest.mark.timeout(180)
-def test_bench_library_bit_exact_with_data(bundle, tcp_agent, tiny_cnn_bytes, tmp_path):
+def test_bench_library_bit_exact_with_data(bundle, tcp_agent, tiny_cnn_bytes, tmp_path, litert_outputs):
     """Labelled float data, quantized by bench: every output bit-exact with host LiteRT."""
     from edgeslim.evaluate import io_details
     from edgeslim.harness.bench import run_bench
@@ -215,7 +200,7 @@ def test_bench_library_bit_exact_with_data(bundle, tcp_agent, tiny_cnn_bytes, tm
     assert r["agreement"]["bit_exact"] == 15 and r["agreement"]["max_abs_diff"] == 0
     assert r["agreement"]["top1_agreement"] == 1.0
     qin, _ = io_details(tiny_cnn_bytes)
-    host_top = host_raw(tiny_cnn_bytes, qin.quantize(x[:15])).argmax(axis=1)
+    host_top = litert_outputs(tiny_cnn_bytes, qin.quantize(x[:15])).argmax(axis=1)
     assert r["agreement"]["accuracy_device"] == pytest.approx(np.mean(host_top == y[:15]))
     lat = r["latency_us"]
     assert 0 <= lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] and lat["min"] <= lat["mean"]
@@ -314,7 +299,7 @@ def test_bench_silent_port_times_out(bundle):
 
 
 @pytest.mark.timeout(300)
-def test_bench_mcu_bundle_uses_tflite_micro_as_reference(bundle, tcp_agent, tiny_cnn_bytes, tmp_path):
+def test_bench_mcu_bundle_uses_tflite_micro_as_reference(bundle, tcp_agent, tiny_cnn_bytes, tmp_path, litert_outputs):
     """A bundle of kind "mcu" is compared with TFLite Micro, not LiteRT. The agent runs
     LiteRT, so bench's bit-exact count must equal LiteRT-vs-TFLM agreement computed here
     (measured on this model: 49 of 50 random inputs equal, one differs by 1 LSB)."""
@@ -329,7 +314,7 @@ def test_bench_mcu_bundle_uses_tflite_micro_as_reference(bundle, tcp_agent, tiny
     r = run_bench(mcu, f"socket://127.0.0.1:{tcp_agent.port}", n=30, warmup=0, timeout=10, seed=11)
     assert r["reference"] == "tflite-micro"
     x = np.random.default_rng(11).integers(-128, 128, size=(30, 8, 8, 1), dtype=np.int8)
-    litert, tflm = host_raw(tiny_cnn_bytes, x).astype(int), np.asarray(micro.run(tiny_cnn_bytes, x)).astype(int)
+    litert, tflm = litert_outputs(tiny_cnn_bytes, x).astype(int), np.asarray(micro.run(tiny_cnn_bytes, x)).astype(int)
     assert r["agreement"]["bit_exact"] == int(np.sum(np.all(litert == tflm, axis=1)))
     assert r["agreement"]["max_abs_diff"] == int(np.abs(litert - tflm).max())
 
