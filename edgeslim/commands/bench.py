@@ -16,8 +16,13 @@ def _table(result: dict) -> None:
     table = Table(title=f"edgeslim bench: {dev.get('profile', result['port'])}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("min", "median", "p90", "p99", "mean"):
-        table.add_row(f"latency {key} (device clock)", f"{lat[key]:.1f} us")
+    if result.get("clock", {}).get("kind") == "emulated":
+        instr = result["instructions"]
+        for key in ("min", "median", "p90", "p99", "mean"):
+            table.add_row(f"emulator instructions {key}", f"{instr[key]:.0f}")
+    else:
+        for key in ("min", "median", "p90", "p99", "mean"):
+            table.add_row(f"latency {key} (device clock)", f"{lat[key]:.1f} us")
     if result.get("throughput_per_s"):
         table.add_row("throughput", f"{result['throughput_per_s']:.1f} inferences/s")
     table.add_row(f"bit-exact vs {result['reference']}", f"{agree['bit_exact']} / {agree['compared']}")
@@ -27,7 +32,9 @@ def _table(result: dict) -> None:
     if "accuracy_device" in agree:
         table.add_row("accuracy: device / reference", f"{agree['accuracy_device']:.2%} / {agree['accuracy_reference']:.2%}")
     table.add_row("link: host time per input", f"{link['us_per_input']:.0f} us"
-                  + (f" ({link['ratio_to_inference']:.1f}x the inference)" if link["ratio_to_inference"] else ""))
+                  + (f" ({link['ratio_to_inference']:.1f}x the inference's "
+                     f"{'host wall time' if link.get('ratio_against') == 'inference_host_wall_us' else 'latency'})"
+                     if link["ratio_to_inference"] else ""))
     Console(width=100).print(table)
 
 

@@ -10,6 +10,12 @@ Cortex-M bit-exact), LiteRT for Raspberry Pi and Android bundles.
 Nothing in the bundle is modified except ``bench.json``, written atomically.
 When the link drops mid-run the inputs measured so far are written with
 ``"complete": false`` before the error is raised.
+
+Under emulation (the device's ``info%`` has ``icount_shift``, or ``emulated=True``) the
+device clock is the emulator's: ``latency_us`` is then microseconds of the emulated clock,
+each input also gets the emulator's instruction count (``icount%``), and the link's cost
+is compared with the inference's host wall time, never with the emulated latency (two
+clocks).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ FORMAT = "edgeslim-bench/1"
 
 def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, runs: int = 1, timeout: float = 5.0,
               infer_timeout: float = 60.0, baud: int = 115200, seed: int = 0,
-              on_input: Callable[[int, int], None] | None = None) -> dict:
+              on_input: Callable[[int, int], None] | None = None, emulated: bool | None = None) -> dict:
     """Bench ``bundle_dir``'s model on the device at ``port`` (a pyserial URL or an
     open link); return what is written to ``<bundle_dir>/bench.json``.
 
@@ -41,7 +47,8 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
     without it, ``n`` seeded random int8 inputs. ``on_input(done, total)`` is
     called after each input (a progress bar). Each input is timed as ``infer
     runs warmup%``: ``warmup`` untimed inferences, then the mean of ``runs`` timed
-    ones (more runs average out a coarse device clock)."""
+    ones (more runs average out a coarse device clock). ``emulated``: the device is an
+    emulator (None: the device says so in ``info%`` with ``icount_shift``)."""
     from edgeslim.evaluate import io_details
     from edgeslim.harness.protocol import DutClient
 
@@ -69,11 +76,14 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
         "reference": reference_name,
     }
     records: list[dict] = []
+    is_emulated = bool(emulated)
     outputs: list[np.ndarray] = []
     try:
         with DutClient(port, baud=baud, timeout=timeout, infer_timeout=infer_timeout) as dut:
             info = dut.info()
             result["device"] = {"name": dut.device_name, **dut.profile(), "info": info}
+            is_emulated = bool(emulated) if emulated is not None else "icount_shift" in info
+            result["clock"] = _clock(info, is_emulated)
             if info.get("sha256") != bundle_sha:
                 raise DeviceError(
                     f"the device runs a different model: device SHA-256 {info.get('sha256')}, "
@@ -82,26 +92,33 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
             for i in range(len(x)):
                 start = time.perf_counter()
                 dut.load(np.ascontiguousarray(x[i]).tobytes())
+                infer_start = time.perf_counter()
                 r = dut.infer(runs, warmup)
+                infer_wall_us = (time.perf_counter() - infer_start) * 1e6
                 raw = dut.results_hex()
                 wall_us = (time.perf_counter() - start) * 1e6
+                record = {"latency_us": r.latency_us, "link_us": wall_us,
+                          # the infer command's host wall time per inference run (warm-up included)
+                          "infer_wall_us": infer_wall_us / (runs + warmup)}
+                if is_emulated:
+                    record["instructions"] = dut.icount()["per_run"]
                 got = np.frombuffer(raw, dtype=qout.dtype)
                 if got.size != want[i].size:
                     raise DeviceError(f"the device returned {got.size} output values, the model has {want[i].size}")
                 outputs.append(got.reshape(want[i].shape))
-                records.append({"latency_us": r.latency_us, "link_us": wall_us})
+                records.append(record)
                 if on_input:
                     on_input(i + 1, len(x))
         result["complete"] = True
     except DeviceError as exc:
         result["error"] = exc.message
         if records:  # a dropped link mid-run: keep what was measured
-            result.update(_summary(records, outputs, want, labels))
+            result.update(_summary(records, outputs, want, labels, emulated=is_emulated))
             path = write_bench(bundle_dir, result)
             exc.hint = ((exc.hint + " ") if exc.hint else "") + \
                 f"{len(records)} of {len(x)} inputs were measured; partial results in {path}."
         raise
-    result.update(_summary(records, outputs, want, labels))
+    result.update(_summary(records, outputs, want, labels, emulated=is_emulated))
     write_bench(bundle_dir, result)
     return result
 
@@ -194,7 +211,23 @@ def _reference(kind: str, model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def _summary(records: list[dict], outputs: list[np.ndarray], want: np.ndarray, labels) -> dict:
+def _clock(info: dict, emulated: bool) -> dict:
+    """What the device's latencies are measured in."""
+    if emulated:
+        return {"kind": "emulated", "counter": info.get("counter"), "icount_shift": info.get("icount_shift"),
+                "note": "latency_us is microseconds of the emulator's clock (qemu -icount) and "
+                        "instructions its instruction counts: not device time"}
+    return {"kind": "device", "counter": info.get("counter"), "hz": info.get("clock")}
+
+
+def _stats(values: np.ndarray) -> dict:
+    return {"min": float(values.min()), "median": float(np.median(values)),
+            "p90": float(np.percentile(values, 90)), "p99": float(np.percentile(values, 99)),
+            "mean": float(values.mean())}
+
+
+def _summary(records: list[dict], outputs: list[np.ndarray], want: np.ndarray, labels, *,
+             emulated: bool = False) -> dict:
     lat = np.array([r["latency_us"] for r in records], dtype=np.float64)
     link = np.array([r["link_us"] for r in records], dtype=np.float64)
     k = len(outputs)
@@ -214,15 +247,24 @@ def _summary(records: list[dict], outputs: list[np.ndarray], want: np.ndarray, l
             agreement["accuracy_device"] = float(np.mean(top_dev == labels[:k]))
             agreement["accuracy_reference"] = float(np.mean(top_ref == labels[:k]))
     mean = float(lat.mean())
-    return {
+    infer_wall = float(np.mean([r["infer_wall_us"] for r in records]))
+    if emulated:
+        # the emulated latency is another clock than the host's: compare the link with the
+        # inference's host wall time instead
+        inference, against = infer_wall, "inference_host_wall_us"
+    else:
+        inference, against = mean, "latency_us"
+    summary = {
         "measured": k,
-        "latency_us": {"min": float(lat.min()), "median": float(np.median(lat)),
-                       "p90": float(np.percentile(lat, 90)), "p99": float(np.percentile(lat, 99)),
-                       "mean": mean},
-        "throughput_per_s": (1e6 / mean) if mean > 0 else None,
+        "latency_us": _stats(lat),
+        "throughput_per_s": (1e6 / mean) if mean > 0 and not emulated else None,
         "agreement": agreement,
-        # the host's wall time per input (load + infer + results) against the device's inference time
-        "link": {"us_per_input": float(link.mean()),
-                 "ratio_to_inference": (float(link.mean()) / mean) if mean > 0 else None},
+        # the host's wall time per input (load + infer + results) against the inference's time
+        "link": {"us_per_input": float(link.mean()), "inference_host_wall_us": infer_wall,
+                 "ratio_to_inference": (float(link.mean()) / inference) if inference > 0 else None,
+                 "ratio_against": against},
         "per_input": [dict(r, max_abs_diff=int(d.max())) for r, d in zip(records, diff)],
     }
+    if emulated:
+        summary["instructions"] = _stats(np.array([r["instructions"] for r in records], dtype=np.float64))
+    return summary

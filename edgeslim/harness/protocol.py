@@ -179,6 +179,15 @@ class DutClient:
         body = _one(self.command("info"), "m-info-[", "info")
         return dict(kv.split("=", 1) for kv in body.split(",") if "=" in kv)
 
+    def icount(self) -> dict[str, int]:
+        """edgeslim's ``icount%`` (emulated firmware only): the last ``infer``'s emulator
+        instruction counts, ``instructions`` (all timed runs), ``runs``, ``per_run``, ``shift``."""
+        body = _one(self.command("icount"), "m-icount-[", "icount")
+        try:
+            return {k: int(v) for k, v in (kv.split("=", 1) for kv in body.split(",") if "=" in kv)}
+        except ValueError:
+            raise DeviceError(f"{self.port}: icount answered {body[:60]!r}") from None
+
     def load(self, data: bytes) -> None:
         """``db load N%`` and ``db <hex>%`` chunks of at most 31 bytes; a chunk whose
         reply is garbled (an ``e-`` line or noise) is sent once more."""

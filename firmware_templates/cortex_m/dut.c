@@ -375,6 +375,11 @@ static void cmd_info(void)
     put_u64(model->input_bytes);
     put_str(",output=");
     put_u64(model->output_bytes);
+    if (model->icount_shift != 0) {
+        /* the clock is an emulator's (qemu -icount): icount% gives instruction counts */
+        put_str(",icount_shift=");
+        put_u64(model->icount_shift);
+    }
     put_line("]");
 }
 

@@ -164,7 +164,7 @@ def test_bench_against_the_emulated_device_is_bit_exact_and_repeatable(bundle):
 
     run = Running(bundle)
     try:
-        latencies = []
+        latencies, instructions = [], []
         for _ in range(2):
             result = CliRunner().invoke(
                 cli, ["bench", str(bundle), "--port", f"socket://127.0.0.1:{run.port}", "-n", "4",
@@ -177,8 +177,14 @@ def test_bench_against_the_emulated_device_is_bit_exact_and_repeatable(bundle):
             assert report["device"]["info"]["weights_crc"] == (
                 report["device"]["info"]["weights_crc_expected"])
             latencies.append([p["latency_us"] for p in report["per_input"]])
+            # the emulator's clock is labelled as such; the link is compared in the host's clock
+            assert report["clock"]["kind"] == "emulated" and report["clock"]["icount_shift"] == "6"
+            assert report["link"]["ratio_against"] == "inference_host_wall_us"
+            assert report["throughput_per_s"] is None
+            instructions.append([p["instructions"] for p in report["per_input"]])
         # the same inputs (seed 0) cost the same instructions: equal to the microsecond's phase
         assert all(abs(a - b) <= 1 for a, b in zip(*latencies)), latencies
+        assert instructions[0] == instructions[1] and min(instructions[0]) > 0, instructions
     finally:
         run.close()
 
