@@ -1,6 +1,7 @@
 """`edgeslim emulate BUNDLE`: the device when you have none. Builds a Cortex-M bundle's harness
 firmware (its generated C library behind the MLPerf Tiny protocol) and runs it on the matching
-emulated board under qemu-system-arm, the UART on a local TCP port, until interrupted."""
+emulated board under qemu-system-arm, the UART on a local TCP port, until interrupted; or, with
+--bench, benches it over that port (as `edgeslim bench`), writes bench.json and exits."""
 
 from __future__ import annotations
 
@@ -29,9 +30,16 @@ def _on_sigterm(signum, frame):
                    "(deterministic instruction counts).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many seconds (default: run until interrupted).")
-def command(bundle, port, icount_shift, timeout):
+@click.option("--bench", "bench", is_flag=True,
+              help="Run the bench over the emulated device, write bench.json into the bundle, stop.")
+@click.option("--data", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="With --bench: .npz with x_test (and y_test); random int8 inputs without it.")
+@click.option("-n", "--count", "n", type=int, default=100, show_default=True,
+              help="With --bench: inputs to send.")
+def command(bundle, port, icount_shift, timeout, bench, data, n):
     """Run a Cortex-M bundle (built with --backend c) on its emulated board, serving the MLPerf
-    Tiny device protocol on socket://127.0.0.1:<port>; Ctrl-C stops it."""
+    Tiny device protocol on socket://127.0.0.1:<port>; Ctrl-C stops it. With --bench, bench it
+    instead and exit."""
     from edgeslim.errors import DeviceError
     from edgeslim.harness.emulate import Emulator, bundle_firmware, read_bundle
 
@@ -39,6 +47,9 @@ def command(bundle, port, icount_shift, timeout):
         raise DeviceError(f"bundle {bundle} does not exist",
                           hint="Give the folder `edgeslim build` wrote.")
     info = read_bundle(bundle)
+    if bench:
+        _bench(bundle, info, port=port, icount_shift=icount_shift, data=data, n=n)
+        return
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C stops it even when started from a shell that ignores SIGINT (a background job).
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -73,6 +84,37 @@ def command(bundle, port, icount_shift, timeout):
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+
+
+def _bench(bundle, info, *, port, icount_shift, data, n):
+    from rich.progress import Progress
+
+    from edgeslim.commands.bench import _table
+    from edgeslim.harness.bench import BENCH_FILE
+    from edgeslim.harness.emulate import bench_emulated
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeslim-emulate-") as work:
+            click.echo(f"building the harness firmware for {info.name} ({info.profile}) ...")
+            with Progress(transient=True) as progress:
+                task = progress.add_task("bench (emulated)", total=None)
+
+                def on_input(done, total):
+                    progress.update(task, completed=done, total=total)
+
+                # replies from an emulator come slower than from silicon: a longer per-command deadline
+                result = bench_emulated(bundle, work_dir=Path(work), port=port, icount_shift=icount_shift,
+                                        data=data, n=n, timeout=20.0, on_input=on_input)
+    except (KeyboardInterrupt, _Stop):
+        click.echo("stopped", err=True)
+        raise click.exceptions.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _table(result)
+    click.echo("Emulated figures: instruction counts of the emulator "
+               f"(qemu -icount shift={icount_shift}), not device milliseconds.")
+    click.echo(f"wrote {bundle / BENCH_FILE}")
 
 
 def qemu_exit_hint(code: int | None) -> str:

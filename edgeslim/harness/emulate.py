@@ -171,4 +171,17 @@ class Emulator:
         self.stop()
 
 
-__all__ = ["BundleInfo", "Emulator", "bundle_firmware", "read_bundle"]
+def bench_emulated(bundle: Path, *, work_dir: Path, port: int | None = None,
+                   icount_shift: int = qemu.DEFAULT_ICOUNT_SHIFT, **bench_options) -> dict:
+    """Build ``bundle``'s harness firmware in ``work_dir``, run it under QEMU, bench it over the
+    socket (``edgeslim.harness.bench.run_bench`` with ``bench_options``: data, n, warmup, runs,
+    timeout, on_input, ...) and stop QEMU, whatever happened; the bench result (also written to
+    ``<bundle>/bench.json``). The figures are labelled as the emulator's."""
+    from edgeslim.harness.bench import run_bench
+
+    fw = bundle_firmware(bundle, Path(work_dir), icount_shift=icount_shift)
+    with Emulator(fw, port=port) as emulator:
+        return run_bench(bundle, emulator.url, emulated=True, **bench_options)
+
+
+__all__ = ["BundleInfo", "Emulator", "bench_emulated", "bundle_firmware", "read_bundle"]

@@ -201,3 +201,64 @@ def test_a_killed_emulate_leaves_no_qemu_behind(bundle):
         assert not _alive(run.qemu_pid)
     finally:
         run.close()
+
+
+def _qemu_on_port(port: int) -> list[int]:
+    """Live qemu-system-arm processes serving a UART on ``port`` (read from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and b"qemu-system" in args[0] and any(b"port=%d," % port in a for a in args):
+            if _alive(int(cmdline.parent.name)):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_emulate_bench_is_bit_exact_and_repeatable_and_leaves_no_qemu(bundle):
+    """`edgeslim emulate BUNDLE --bench`: builds, emulates, benches over the socket, writes
+    bench.json, stops QEMU and exits with the bench's status; a second run measures the same
+    device figures (emulator instructions)."""
+    import json
+
+    from edgeslim.harness.qemu import free_port
+
+    figures = []
+    for _ in range(2):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeslim.cli", "emulate", str(bundle), "--bench", "-n", "4",
+             "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=100)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert proc.returncode == 0, out + err
+        assert "instruction counts of the emulator" in out and "bench.json" in out
+        assert _qemu_on_port(port) == []
+        report = json.loads((bundle / "bench.json").read_text())
+        assert report["complete"] is True and report["clock"]["kind"] == "emulated"
+        assert report["agreement"]["compared"] == report["agreement"]["bit_exact"] == 4
+        figures.append([p["instructions"] for p in report["per_input"]])
+    assert figures[0] == figures[1] and min(figures[0]) > 0, figures
+
+
+def test_emulate_bench_fails_with_the_bench_status_on_a_wrong_model(tmp_path):
+    """The bench's refusal (the device runs another model) is emulate's exit status."""
+    from click.testing import CliRunner
+
+    from edgeslim.cli import cli
+
+    bundle = make_bundle(tmp_path / "cortex-m4")
+    model = bytearray((bundle / "model.tflite").read_bytes())
+    model[-1] ^= 1  # the bundle's model.tflite no longer hashes to what the firmware runs
+    (bundle / "model.tflite").write_bytes(bytes(model))
+    result = CliRunner().invoke(cli, ["emulate", str(bundle), "--bench", "-n", "1"], obj={"debug": False})
+    assert result.exit_code != 0
+    assert "different model" in result.output
