@@ -271,7 +271,7 @@ def build(
         "tflite_kind": "float32", "wall_s": time.monotonic() - t,
     }]
     timings["baseline"] = time.monotonic() - t
-    evaluation = test_split_facts(ds, float_test=float_metric, float_val=float_val)
+    evaluation = describe_test_split(ds, float_test=float_metric, float_val=float_val)
     progress.echo(f"[baseline] float {ds.metric_name}: validation {float_val:.4f}, "
                   f"test {float_metric:.4f} ({evaluation['test_split']}); "
                   f"float .tflite {len(float_tflite)} bytes")
@@ -385,14 +385,9 @@ def build(
         float_tflite_gzip=_gzip_size(float_tflite), final=final, per_class=per_class,
         qat_ran=bool(run and run.qat_ran), qat_skipped=run.qat_skipped if run else {},
         qat_choice=run.qat_choice if run else None, check=check, timings=timings,
-        not_reached=not_reached,
+        not_reached=not_reached, float_val_metric=float_val, int8_val_metric=chosen.val_metric,
         total_s=time.monotonic() - t_start,
     )
-    report["metric"]["validation"] = {
-        "float": float_val, "int8": chosen.val_metric,
-        "drop": (float_val - chosen.val_metric) if ds.higher_is_better
-        else (chosen.val_metric - float_val),
-    }
     report["evaluation"] = evaluation
     report["guard"] = guard_summary
     report["calibration"] = {"method": rcp.build.calibration, "samples": int(len(calib))}
@@ -446,7 +441,6 @@ def build(
         raise
     progress.stage("done", f"bundle written to {final_dir}")
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
-
 
 
 @dataclass
@@ -580,7 +574,7 @@ def _guard_summary(candidates, chosen, budget, rcp, float_val: float, n_val: int
     }
 
 
-def test_split_facts(ds, *, float_test: float, float_val: float) -> dict:
+def describe_test_split(ds, *, float_test: float, float_val: float) -> dict:
     """Where the test split came from, and a warning when it likely overlaps training data.
 
     A test split carved from the training samples the user gave may hold samples the

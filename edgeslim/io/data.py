@@ -78,19 +78,18 @@ def load_data(
         )
 
     origins = {s: GIVEN for s in ("val", "test") if s in arrays}
-    test_source = str(path) if "test" in arrays else ""
+    sources = {s: path for s in SPLITS}  # the file each split's arrays came from
     if test_data is not None:
-        test_path = Path(test_data)
+        sources["test"] = Path(test_data)
         size = image_size if image_size is not None else arrays["train"][0].shape[1:3]
-        arrays["test"], test_notes = _read_test_data(test_path, class_names, size)
+        arrays["test"], test_notes = _read_test_data(sources["test"], class_names, size)
         if origins.get("test") == GIVEN:
-            notes.append(f"x_test/y_test of {path.name} replaced by --test-data {test_path}")
+            notes.append(f"x_test/y_test of {path.name} replaced by --test-data {test_data}")
         notes += test_notes
-        origins["test"], test_source = TEST_FILE, str(test_path)
+        origins["test"] = TEST_FILE
     for split in SPLITS:
         if split in arrays:
-            _check_arrays(path if split != "test" or test_data is None else Path(test_data),
-                          split, *arrays[split])
+            _check_arrays(sources[split], split, *arrays[split])
     task, arrays, task_notes = _prepare_targets(path, arrays, task)
     notes += task_notes
     missing = [s for s in ("val", "test") if s not in arrays]
@@ -100,8 +99,8 @@ def load_data(
     notes += split_notes
     for split in missing:
         origins[split] = CARVED
-    if origins["test"] == CARVED:
-        test_source = f"carved from the training samples of {path.name}"
+    test_source = (f"carved from the training samples of {path.name}"
+                   if origins["test"] == CARVED else str(sources["test"]))
 
     num_classes = None
     if task == CLASSIFICATION:

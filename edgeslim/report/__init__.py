@@ -33,9 +33,15 @@ def make_report(
     *, model_name, model_source, model_notes, target, dataset, recipe, stages, float_metric,
     int8_metric, micro_metric, micro_agreement, float_tflite_bytes, float_tflite_gzip, final,
     per_class, qat_ran, qat_skipped, check, timings, total_s, not_reached, qat_choice=None,
+    float_val_metric=None, int8_val_metric=None,
 ) -> dict:
     higher = dataset.higher_is_better
-    drop = (float_metric - int8_metric) if higher else (int8_metric - float_metric)
+
+    def worse_by(before, after):
+        """How much worse ``after`` is: lost accuracy, or gained MSE."""
+        return (before - after) if higher else (after - before)
+
+    drop = worse_by(float_metric, int8_metric)
     inspect = final["inspect"]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -59,6 +65,11 @@ def make_report(
             "int8_tflm": micro_metric,
             "tflm_litert_top1_agreement": micro_agreement,
             "drop": drop,
+            "validation": {
+                "float": float_val_metric, "int8": int8_val_metric,
+                "drop": None if float_val_metric is None or int8_val_metric is None
+                else worse_by(float_val_metric, int8_val_metric),
+            },
         },
         "size": {
             "float_tflite_bytes": float_tflite_bytes,
