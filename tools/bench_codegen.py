@@ -293,21 +293,21 @@ def io_bytes(model_bytes: bytes) -> tuple[int, int]:
 
 def _flash(lib_dir: Path, work: Path, core: str):
     """Section sizes of the library compiled for ``core``."""
-    from edgeslim.harness import qemu
+    from edgeslim.harness import toolchain
 
-    objs = qemu.cross_compile(sorted(lib_dir.glob("*.c")), work / "obj" / core, core=core,
-                              include_dirs=[lib_dir])  # fmt: skip
-    return qemu.section_sizes(objs)
+    objs = toolchain.cross_compile(sorted(lib_dir.glob("*.c")), work / "obj" / core, core=core,
+                                   include_dirs=[lib_dir])  # fmt: skip
+    return toolchain.section_sizes(objs)
 
 
 def _run_on_board(result, lib_dir: Path, inputs: np.ndarray, work: Path, *, board, core):
-    from edgeslim.harness import qemu
+    from edgeslim.harness import _testfw, firmware
 
-    fw = qemu.firmware_for_library(lib_dir, work, name=result.name,
-                                   input_bytes=result.input_bytes,
-                                   output_bytes=result.output_bytes,
-                                   arena_bytes=result.arena_size, board=board, core=core)
-    return fw, qemu.run_firmware(fw, inputs.reshape(len(inputs), -1), timeout=1200)
+    fw = firmware.firmware_for_library(lib_dir, work, name=result.name,
+                                       input_bytes=result.input_bytes,
+                                       output_bytes=result.output_bytes,
+                                       arena_bytes=result.arena_size, board=board, core=core)
+    return fw, _testfw.run_firmware(fw, inputs.reshape(len(inputs), -1), timeout=1200)
 
 
 def measure_model(

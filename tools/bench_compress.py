@@ -397,12 +397,12 @@ def c_library(model_bytes: bytes, outcome: BuildOutcome, work: Path, name: str):
 def flash_m4_os(lib: Path, work: Path) -> dict:
     """Section sizes of the C library compiled for Cortex-M4 with -Os (flash = text + rodata
     + data). The compile and size helpers are the ones tools/bench_codegen.py uses
-    (edgeslim.harness.qemu); its ``_flash`` is fixed at the default -O2, hence the call here."""
-    from edgeslim.harness import qemu
+    (edgeslim.harness._testfw); its ``_flash`` is fixed at the default -O2, hence the call here."""
+    from edgeslim.harness import toolchain
 
-    objs = qemu.cross_compile(sorted(lib.glob("*.c")), work / "obj-m4-Os", core="cortex-m4",
+    objs = toolchain.cross_compile(sorted(lib.glob("*.c")), work / "obj-m4-Os", core="cortex-m4",
                               include_dirs=[lib], opt="-Os")
-    s = qemu.section_sizes(objs)
+    s = toolchain.section_sizes(objs)
     return {**s.as_dict(), "flash": s.flash}
 
 

@@ -41,7 +41,8 @@ def command(bundle, port, icount_shift, timeout, bench, data, n):
     Tiny device protocol on socket://127.0.0.1:<port>; Ctrl-C stops it. With --bench, bench it
     instead and exit."""
     from edgeslim.errors import DeviceError
-    from edgeslim.harness.emulate import Emulator, bundle_firmware, read_bundle
+    from edgeslim.harness.emulate import bundle_firmware, read_bundle
+    from edgeslim.harness.emulator import Emulator
 
     if not bundle.is_dir():
         raise DeviceError(f"bundle {bundle} does not exist",

@@ -322,7 +322,7 @@ static void cmd_results(char **tok, int ntok)
 
 /* The instruction a tick reading was taken at under qemu -icount shift=s: instruction
  * k runs at k * 2^s ns and a tick is shorter than that, so one reading names one
- * instruction (edgeslim.harness.qemu.instruction_index), counted from the restart of
+ * instruction (edgeslim.harness.emulator.instruction_index), counted from the restart of
  * the counter (eslm_port_timer_sync), which is in phase with the instructions. */
 static uint64_t instruction_index(uint64_t ticks)
 {

@@ -11,7 +11,7 @@ import pytest
 
 from edgeslim import codegen
 from edgeslim.errors import DeviceError
-from edgeslim.harness import qemu
+from edgeslim.harness import toolchain
 
 HERE = Path(__file__).parent
 MODELS_DIR = HERE / "test_qemu_models"
@@ -35,14 +35,14 @@ def generated(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("core", sorted(qemu.CORES))
+@pytest.mark.parametrize("core", sorted(toolchain.CORES))
 def test_library_compiles_without_warnings_and_fits_its_arena(generated, core, tmp_path):
     for name, (result, lib) in generated.items():
         sources = sorted(lib.glob("*.c"))
         assert [p.name for p in sources] == [f"{name}.c"]
         # raises DeviceError with the compiler's message on any warning (-Werror)
-        objects = qemu.cross_compile(sources, tmp_path / name, core=core, include_dirs=[lib])
-        size = qemu.section_sizes(objects)
+        objects = toolchain.cross_compile(sources, tmp_path / name, core=core, include_dirs=[lib])
+        size = toolchain.section_sizes(objects)
 
         # the arena is the library's whole working RAM: no hidden static buffers
         assert size.bss + size.data == result.arena_size, f"{name} on {core}: {size}"
@@ -53,7 +53,7 @@ def test_library_compiles_without_warnings_and_fits_its_arena(generated, core, t
         assert 0 < size.text <= MAX_TEXT_BYTES
 
         # self-contained: no libc; on ARMv6-M only libgcc's arithmetic helpers
-        undefined = qemu.undefined_symbols(objects)
+        undefined = toolchain.undefined_symbols(objects)
         if core == "cortex-m0plus":
             assert undefined <= ARMV6M_HELPERS, f"{name}: {undefined}"
         else:
@@ -64,26 +64,26 @@ def test_flash_of_the_library_is_below_the_tflite_file(generated, tmp_path):
     """text + rodata of the library (code, weights, parameters) against the .tflite flatbuffer
     alone, which TFLite Micro needs on top of its interpreter and kernels."""
     for name, (_, lib) in generated.items():
-        objects = qemu.cross_compile(sorted(lib.glob("*.c")), tmp_path / name, core="cortex-m4",
+        objects = toolchain.cross_compile(sorted(lib.glob("*.c")), tmp_path / name, core="cortex-m4",
                                      include_dirs=[lib])  # fmt: skip
-        size = qemu.section_sizes(objects)
+        size = toolchain.section_sizes(objects)
         tflite = (MODELS_DIR / f"{name}.tflite").stat().st_size
         assert size.text + size.rodata < tflite, f"{name}: {size} vs .tflite {tflite}"
 
 
 def test_a_warning_fails_the_build(tmp_path):
     with pytest.raises(DeviceError, match="unused variable") as info:
-        qemu.cross_compile([HERE / "test_qemu_standin" / "unused_variable.c"], tmp_path,
+        toolchain.cross_compile([HERE / "test_qemu_standin" / "unused_variable.c"], tmp_path,
                            core="cortex-m4")  # fmt: skip
     assert "-Werror" in info.value.hint  # the command is shown
 
 
 def test_flags_per_core():
-    assert qemu.compile_flags("cortex-m4")[:3] == [
+    assert toolchain.compile_flags("cortex-m4")[:3] == [
         "-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
     ]  # fmt: skip
-    assert "-mfloat-abi=soft" in qemu.compile_flags("cortex-m0plus")
+    assert "-mfloat-abi=soft" in toolchain.compile_flags("cortex-m0plus")
     for flag in ("-std=c99", "-Wall", "-Wextra", "-Werror", "-mthumb"):
-        assert flag in qemu.compile_flags("cortex-m55")
+        assert flag in toolchain.compile_flags("cortex-m55")
     with pytest.raises(DeviceError, match="unknown core 'cortex-a53'"):
-        qemu.compile_flags("cortex-a53")
+        toolchain.compile_flags("cortex-a53")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgeslim import codegen, micro
-from edgeslim.harness import qemu
+from edgeslim.harness import _testfw, firmware, toolchain
 
 MODELS_DIR = Path(__file__).parent / "test_qemu_models"
 MODELS = ("digits", "dscnn", "resnet", "mobilenet")
@@ -54,8 +54,8 @@ class Case:
             self._tflm_arena = micro.measure_arena(self.model)
         return self._tflm_arena
 
-    def firmware(self, board: str = "mps2-an386", core: str | None = None) -> qemu.Firmware:
-        return qemu.firmware_for_library(
+    def firmware(self, board: str = "mps2-an386", core: str | None = None) -> firmware.Firmware:
+        return firmware.firmware_for_library(
             self.lib_dir, self.work / f"fw-{board}-{core or 'default'}", name=self.name,
             input_bytes=self.result.input_bytes, output_bytes=self.result.output_bytes,
             arena_bytes=self.result.arena_size, board=board, core=core,
@@ -91,7 +91,7 @@ def test_bit_exact_on_cortex_m4_with_less_ram_than_tflite_micro(cases, name):
     fw = case.firmware()
     # the first input again at the end: the same input must cost the same instructions
     batch = np.concatenate([case.inputs, case.inputs[:1]]).reshape(len(case.inputs) + 1, -1)
-    run = qemu.run_firmware(fw, batch, timeout=240)
+    run = _testfw.run_firmware(fw, batch, timeout=240)
 
     np.testing.assert_array_equal(run.outputs[:-1], case.reference)
     np.testing.assert_array_equal(run.outputs[-1], case.reference[0])
@@ -122,7 +122,7 @@ def test_bit_exact_on_other_cores(cases, name, board, core):
     bit-exact on the first OTHER_CORE_INPUTS inputs (all 200 run on the M4 above)."""
     case = cases(name)
     inputs = case.inputs[:OTHER_CORE_INPUTS]
-    run = qemu.run_firmware(case.firmware(board, core), inputs, timeout=240)
+    run = _testfw.run_firmware(case.firmware(board, core), inputs, timeout=240)
     np.testing.assert_array_equal(run.outputs, case.reference[:OTHER_CORE_INPUTS])
     assert run.statuses == [0] * len(inputs)
     assert run.max_stack_bytes <= MAX_STACK_BYTES
@@ -131,8 +131,8 @@ def test_bit_exact_on_other_cores(cases, name, board, core):
 def test_instruction_counts_repeat_across_runs(cases):
     case = cases("digits")
     fw = case.firmware()
-    first = qemu.run_firmware(fw, case.inputs[:4], timeout=120)
-    second = qemu.run_firmware(fw, case.inputs[:4], timeout=120, preload=False)
+    first = _testfw.run_firmware(fw, case.inputs[:4], timeout=120)
+    second = _testfw.run_firmware(fw, case.inputs[:4], timeout=120, preload=False)
     assert first.instructions == second.instructions
     assert first.stack_bytes == second.stack_bytes
     assert min(first.instructions) > MIN_INSTRUCTIONS_PER_MAC * case.result.macs
@@ -147,15 +147,15 @@ def test_packed_4bit_weights_bit_exact_on_cortex_m4_with_less_flash(cases):
     work = packed.work
     flash = {}
     for label, case in (("plain", plain), ("packed", packed)):
-        objects = qemu.cross_compile(sorted(case.lib_dir.glob("*.c")), work / f"obj-{label}",
+        objects = toolchain.cross_compile(sorted(case.lib_dir.glob("*.c")), work / f"obj-{label}",
                                      core="cortex-m4", include_dirs=[case.lib_dir])  # fmt: skip
-        size = qemu.section_sizes(objects)
+        size = toolchain.section_sizes(objects)
         flash[label] = size.text + size.rodata
         assert size.bss + size.data == case.result.arena_size
     assert flash["packed"] < 0.75 * flash["plain"], flash
 
-    run_plain = qemu.run_firmware(plain.firmware(), plain.inputs[:OTHER_CORE_INPUTS], timeout=240)
-    run_packed = qemu.run_firmware(packed.firmware(), packed.inputs, timeout=240)
+    run_plain = _testfw.run_firmware(plain.firmware(), plain.inputs[:OTHER_CORE_INPUTS], timeout=240)
+    run_packed = _testfw.run_firmware(packed.firmware(), packed.inputs, timeout=240)
     np.testing.assert_array_equal(run_packed.outputs, plain.reference)
     assert run_packed.statuses == [0] * len(packed.inputs)
     assert run_packed.max_stack_bytes <= MAX_STACK_BYTES

@@ -1,5 +1,5 @@
 """The Cortex-M device-under-test harness (firmware_templates/cortex_m/dut.c, built by
-edgeslim.harness.cortex_m) on emulated boards, driven by a small runner written here to the
+edgeslim.harness.firmware) on emulated boards, driven by a small runner written here to the
 MLPerf Tiny command sequence of ../shared/notes/mlperf-tiny-protocol.md: the reply shapes line
 by line on every Cortex-M profile's board (M0+ code on the M3 board, M4, M7, M33, M55), the
 worked transcript replayed, outputs bit-exact with TFLite Micro, the same
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgeslim import codegen, micro
-from edgeslim.harness import cortex_m, qemu
+from edgeslim.harness import _testfw, emulator, firmware, toolchain
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "codegen" / "test_qemu_models"
 pytestmark = pytest.mark.timeout(180)
@@ -30,7 +30,7 @@ FLOAT = r"-?\d+\.\d{3,}"
 class Runner:
     """The host side as the MLPerf Tiny runner does it: a command, then lines up to m-ready."""
 
-    def __init__(self, session: qemu.QemuSession, timeout: float = 20.0):
+    def __init__(self, session: emulator.QemuSession, timeout: float = 20.0):
         self.serial = session.serial
         self.timeout = timeout
 
@@ -76,11 +76,11 @@ class Case:
         self.lib_dir = work / "c"
         self.work = work
         self.reference = micro.run(self.model, self.inputs).reshape(len(self.inputs), -1)
-        self._fw: dict[str, cortex_m.DutFirmware] = {}
+        self._fw: dict[str, firmware.DutFirmware] = {}
 
-    def firmware(self, target: str) -> cortex_m.DutFirmware:
+    def firmware(self, target: str) -> firmware.DutFirmware:
         if target not in self._fw:
-            self._fw[target] = cortex_m.build_dut_firmware(
+            self._fw[target] = firmware.build_dut_firmware(
                 self.lib_dir, self.work / f"fw-{target}", name="digits", target=target)
         return self._fw[target]
 
@@ -90,9 +90,9 @@ def case(tmp_path_factory):
     return Case(tmp_path_factory.mktemp("dut"))
 
 
-def boot(fw: cortex_m.DutFirmware) -> qemu.QemuSession:
+def boot(fw: firmware.DutFirmware) -> emulator.QemuSession:
     """QEMU on a free port (QEMU waits for the connection, so the boot lines arrive)."""
-    return qemu.QemuSession(fw.elf, fw.board, icount_shift=fw.icount_shift, timeout=60)
+    return emulator.QemuSession(fw.elf, fw.board, icount_shift=fw.icount_shift, timeout=60)
 
 
 BOARD_OF = {"cortex-m0plus": "mps2-an385", "cortex-m4": "mps2-an386", "cortex-m7": "mps2-an500",
@@ -197,7 +197,7 @@ def test_instruction_counts_are_the_same_on_two_runs(case, target):
     assert abs(lap - total * 64 / 1000) <= 2  # shift=6: 64 ns an instruction
     assert per_run == total // 2
     # the generated kernels: 9-19 instructions per MAC on the M4 (tests/codegen)
-    macs = int(cortex_m._header_value(case.lib_dir / "digits.h", "DIGITS_MACS"))
+    macs = int(firmware._header_value(case.lib_dir / "digits.h", "DIGITS_MACS"))
     assert 5 * macs < per_run < 30 * macs
 
 
@@ -243,15 +243,15 @@ def test_info_proves_the_model_and_its_weights(case):
 def test_a_corrupted_weight_shows_at_boot_and_in_info(case, tmp_path):
     """Flip one weight byte in the ELF: the device computes the checksum, it does not echo it."""
     fw = case.firmware("cortex-m4")
-    syms = cortex_m._symbols(fw.elf)
+    syms = toolchain.symbols(fw.elf)
     data = bytearray(fw.elf.read_bytes())
-    weights = cortex_m._linked_weights(fw.elf, tmp_path)
+    weights = firmware._linked_weights(fw.elf, tmp_path)
     offset = bytes(data).find(weights)
     assert offset >= 0 and syms["__eslm_weights_end__"] > syms["__eslm_weights_start__"]
     data[offset + len(weights) // 2] ^= 0x01
     bad = tmp_path / "bad.elf"
     bad.write_bytes(bytes(data))
-    with qemu.QemuSession(bad, fw.board, icount_shift=6, timeout=60) as session:
+    with emulator.QemuSession(bad, fw.board, icount_shift=6, timeout=60) as session:
         dut = Runner(session)
         boot_lines = dut.lines()
         assert any(line.startswith("e-[Weight checksum mismatch: ") for line in boot_lines)
@@ -264,29 +264,29 @@ def test_boards_and_flags_come_from_the_target_profiles():
     from edgeslim.targets import list_targets
 
     mcu = [t for t in list_targets() if t.is_mcu]
-    assert {t.profile for t in mcu} <= set(qemu.CORES)
+    assert {t.profile for t in mcu} <= set(toolchain.CORES)
     for t in mcu:
-        board, core = cortex_m.board_for_target(t.profile)
-        assert board.machine == t.build["qemu_machine"] == qemu.CORES[t.profile].board
-        assert core.cflags == qemu.CORES[t.profile].cflags
+        board, core = firmware.board_for_target(t.profile)
+        assert board.machine == t.build["qemu_machine"] == toolchain.CORES[t.profile].board
+        assert core.cflags == toolchain.CORES[t.profile].cflags
         assert set(core.cflags) <= set(t.build["cflags"].split())
-    board, core = cortex_m.board_for_target("cortex-m33")
+    board, core = firmware.board_for_target("cortex-m33")
     assert (board.machine, board.flash_origin, board.uart_base) == ("mps2-an505", 0x10000000,
                                                                     0x50200000)
     with pytest.raises(Exception, match="names no emulated board"):
-        cortex_m.board_for_target("rpi4")
+        firmware.board_for_target("rpi4")
 
 
 def test_the_protocol_does_not_change_what_is_measured(case):
     """icount% per input against the test firmware's count for the same library and inputs
-    (edgeslim.harness.qemu, which removes its timing overhead): the harness adds only its own
+    (edgeslim.harness._testfw, which removes its timing overhead): the harness adds only its own
     few instructions of timer reads, loop and call, the same for every input."""
     fw = case.firmware("cortex-m4")
-    test_fw = qemu.firmware_for_library(
+    test_fw = firmware.firmware_for_library(
         case.lib_dir, case.work / "test-fw", name="digits", input_bytes=fw.input_bytes,
         output_bytes=fw.output_bytes, arena_bytes=fw.arena_bytes,
     )  # fmt: skip
-    reference = qemu.run_firmware(test_fw, case.flat).instructions
+    reference = _testfw.run_firmware(test_fw, case.flat).instructions
     counts = []
     with boot(fw) as session:
         dut = Runner(session)

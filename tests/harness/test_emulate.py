@@ -128,7 +128,7 @@ def test_emulate_serves_the_protocol_until_interrupted(bundle, stop):
 
 
 def test_emulate_stops_after_its_timeout_on_the_port_asked_for(bundle):
-    from edgeslim.harness.qemu import free_port
+    from edgeslim.harness.emulator import free_port
 
     port = free_port()
     run = Running(bundle, "--timeout", "1", "--icount-shift", "5", "--port", str(port))
@@ -223,7 +223,7 @@ def test_emulate_bench_is_bit_exact_and_repeatable_and_leaves_no_qemu(bundle):
     device figures (emulator instructions)."""
     import json
 
-    from edgeslim.harness.qemu import free_port
+    from edgeslim.harness.emulator import free_port
 
     figures = []
     for _ in range(2):
