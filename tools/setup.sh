@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
+# kotlin: the tests compile the Android bundle's protocol server (DutServer.kt) and run it on the JVM.
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make kotlin)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 

@@ -21,6 +21,8 @@ from edgeslim.targets import CheckResult, Target
 MODULE = "edgeslim-model"
 LITERT_VERSION = "1.4.0"
 DEVICE_DIR = "/data/local/tmp/edgeslim"
+# The phone-side protocol server's port (EdgeslimDut.start), as the Pi agent's examples use.
+DUT_PORT = 8470
 
 
 def write_android(bundle_dir: Path, target: Target, *, model_bytes: bytes, fp16_bytes: bytes | None,
@@ -54,6 +56,8 @@ def write_android(bundle_dir: Path, target: Target, *, model_bytes: bytes, fp16_
         "labels": list(labels) if labels else [],
         "gpu_fallback": list(check.gpu_fallback_ops) if check is not None else [],
         "device_dir": DEVICE_DIR,
+        "ident": ident,
+        "dut_port": DUT_PORT,
     }
     root = bundle_dir / "android"
     mod = root / MODULE
@@ -74,6 +78,8 @@ def write_android(bundle_dir: Path, target: Target, *, model_bytes: bytes, fp16_
         render_to(src / "AndroidManifest.xml", "android/AndroidManifest.xml.j2", **ctx),
         render_to(kotlin / "EdgeslimModel.kt", "android/EdgeslimModel.kt.j2", **ctx),
         render_to(kotlin / "Benchmark.kt", "android/Benchmark.kt.j2", **ctx),
+        render_to(kotlin / "DutServer.kt", "android/DutServer.kt.j2", **ctx),
+        render_to(kotlin / "EdgeslimDut.kt", "android/EdgeslimDut.kt.j2", **ctx),
         render_to(root / "README.md", "android/README.md.j2", **ctx),
     ]
     return written

@@ -50,6 +50,11 @@ def test_kotlin_module(android_bundle):
     assert 'noCompress += "tflite"' in gradle and "arm64-v8a" in gradle
     manifest = (root / "edgeslim-model" / "src" / "main" / "AndroidManifest.xml").read_text()
     assert 'android:name="ai.edgeslim.tiny_cnn.BenchmarkActivity"' in manifest
+    assert 'android.permission.INTERNET' in manifest  # the protocol server's socket
+    dut = (kt_dir / "EdgeslimDut.kt").read_text()
+    assert "package ai.edgeslim.tiny_cnn" in dut and "Variant.CPU" in dut and "port: Int = 8470" in dut
+    assert "loadedSha256 = sha256Hex(" in model  # the phone hashes the bytes it mapped
+    assert "class DutServer(" in (kt_dir / "DutServer.kt").read_text()  # run on the JVM: test_android_dut.py
 
 
 def test_readme_has_adb_and_says_not_built_by_ci(android_bundle):
@@ -57,6 +62,7 @@ def test_readme_has_adb_and_says_not_built_by_ci(android_bundle):
     readme = (root / "README.md").read_text()
     assert "adb push" in readme and "benchmark_model" in readme and "--use_gpu=true" in readme
     assert "does not\nbuild it" in readme or "does not build it" in readme
+    assert "adb forward tcp:8470 tcp:8470" in readme and "--port socket://127.0.0.1:8470" in readme
 
 
 def test_gpu_variant_needs_the_fp16_model(tmp_path, tiny_cnn_bytes):
