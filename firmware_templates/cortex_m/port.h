@@ -4,10 +4,11 @@
  * with the same five functions and link it instead.
  *
  * Timing on real silicon: a core with a DWT cycle counter (Cortex-M3/M4/M7/M33/M55,
- * not M0+) can return DWT->CYCCNT extended to 64 bits from eslm_port_ticks() (the
+ * not M0+) returns DWT->CYCCNT extended to 64 bits from eslm_port_ticks() (the
  * 32-bit counter must then be read at least once per wrap, e.g. from a periodic
- * interrupt) and "dwt" from eslm_port_counter(). Under QEMU the DWT reads 0, so the
- * emulated boards use SysTick and count its 24-bit wraps in its interrupt. */
+ * interrupt) and "dwt" from eslm_port_counter(); port_mps.c does so when the counter
+ * runs. Under QEMU the DWT does not count, so the same port falls back to SysTick and
+ * counts its 24-bit wraps in its interrupt. */
 #ifndef ESLM_PORT_H
 #define ESLM_PORT_H
 
