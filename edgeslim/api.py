@@ -95,8 +95,10 @@ def build(
 ) -> BuildResult:
     """Compress, convert, check and bundle ``model`` for ``target``; see ``edgeslim build --help``.
 
-    ``model``: a path, a tf_keras model, or a Keras 3 model. ``data``: a path (.npz,
-    image folder), a Dataset, or a dict of arrays with the .npz keys.
+    ``model``: a path, a tf_keras model, or a Keras 3 model; or a path to an int8 ``.tflite``
+    converted elsewhere, which is checked and bundled as it is (``data`` may then be None; given,
+    it scores the model). ``data``: a path (.npz, image folder), a Dataset, or a dict of arrays
+    with the .npz keys.
     Other keyword arguments are the recipe flags: seed, sparsity, structure,
     clusters, epochs, prune_epochs, cluster_epochs, qat_epochs,
     representative_samples, allow_float_fallback, distill_width, distill_epochs,
@@ -112,6 +114,24 @@ def build(
     drop, add = recipe_mod.stage_flags({**flags, "no_prune": no_prune, "no_cluster": no_cluster,
                                          "no_qat": no_qat})
     teachers = teacher if isinstance(teacher, (list, tuple)) else ([teacher] if teacher is not None else [])
+
+    from edgeslim.prebuilt import build_prebuilt, is_tflite
+
+    if isinstance(model, (str, Path)) and is_tflite(model):
+        given = [k for k, v in {**flags, "recipe": recipe, "teacher": teacher, "no_prune": no_prune,
+                                 "no_cluster": no_cluster, "no_qat": no_qat}.items() if v not in (None, False)]
+        if given:
+            from edgeslim.errors import EdgeslimError
+
+            raise EdgeslimError(f"{Path(model).name} is already converted: {', '.join(given)} do not apply to it",
+                                hint="Give the Keras model or SavedModel to compress it, or drop those arguments.")
+        progress = Progress(echo=(lambda line: print(line, flush=True)) if verbose else (lambda line: None))
+        with tempfile.TemporaryDirectory(prefix="edgeslim-data-") as tmp:
+            if isinstance(data, dict):
+                data = _dict_to_dataset_path(data, Path(tmp))
+            return build_prebuilt(model, data, target=target, out=out, ram=ram, flash=flash, backend=backend,
+                                  pack_weights=pack_weights, labels=labels, name=name, progress=progress,
+                                  test_data=test_data)
 
     in_process = _tf_keras_usable_here() and not any(_is_keras3_model(m) for m in [model, *teachers])
     if in_process:

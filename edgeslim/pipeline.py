@@ -187,13 +187,7 @@ def build(
 
     # -- settings ------------------------------------------------------------
     tgt = targets.load_target(target, ram=ram, flash=flash)
-    if backend not in ("tflm", "c"):
-        raise EdgeslimError(f"unknown backend {backend!r}", "Use --backend tflm (default) or --backend c.")
-    if backend == "c" and tgt.kind != "mcu":
-        raise EdgeslimError(
-            f"--backend c is for microcontroller targets; {target} is a {tgt.kind} target",
-            "Use a cortex-m* target, or drop --backend.",
-        )
+    check_backend(tgt, backend, target)
     if isinstance(recipe, recipe_mod.Recipe):
         rcp = recipe
     else:
@@ -372,7 +366,7 @@ def build(
     })
 
     # -- report -----------------------------------------------------------------------
-    from edgeslim.report import make_report, render_markdown
+    from edgeslim.report import make_report
 
     per_class = None
     if ds.task == CLASSIFICATION and ds.num_classes:
@@ -398,48 +392,12 @@ def build(
         report["distillation"] = report["distillation"] or _distillation_summary(
             tried.stages_report, None, ds)
 
-    # -- write the bundle atomically ---------------------------------------------------------
-    out = Path(out)
-    bundle_name = _safe_dir_name(target)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", dir=out))
-    try:
-        (tmp / "model.tflite").write_bytes(model_bytes)
-        if fp16_bytes is not None:
-            (tmp / "model_fp16.tflite").write_bytes(fp16_bytes)
-        (tmp / "recipe.toml").write_text(shipped_rcp.to_toml(), encoding="utf-8")
-        from edgeslim import bundle
-
-        bundle.write_target_files(
-            tmp, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes, model_name=model_name,
-            labels=labels or (list(ds.class_names) if ds.class_names else None), check=check,
-        )
-        if backend == "c":
-            from edgeslim.codegen import generate
-
-            progress.stage("codegen", "generating the interpreter-free C library")
-            from edgeslim.bundle.render import c_identifier
-
-            cg = generate(model_bytes, tmp / "c", name=c_identifier(model_name),
-                          pack_weights=pack_weights)
-            report["codegen"] = {
-                **cg.report(),
-                # the same model under TFLite Micro, for comparison (64-bit host measurement)
-                "tflm_arena_measured_bytes": getattr(check, "arena_measured_bytes", None),
-                "pack_weights": pack_weights,
-            }
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
-        from edgeslim.bundle.manifest import write_manifest
-
-        write_manifest(tmp, target=tgt, model_path=tmp / "model.tflite",
-                       extra={"model_name": model_name, "backend": backend})
-        final_dir = out / bundle_name
-        _replace_dir(tmp, final_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    progress.stage("done", f"bundle written to {final_dir}")
+    final_dir = write_bundle(
+        out, target, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes, model_name=model_name,
+        labels=labels or (list(ds.class_names) if ds.class_names else None), check=check,
+        backend=backend, pack_weights=pack_weights, report=report, recipe_toml=shipped_rcp.to_toml(),
+        progress=progress, manifest_extra={"model_name": model_name, "backend": backend},
+    )
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
 
 
@@ -665,6 +623,72 @@ def _qat_or_ptq(ctx, *, qat_bytes: bytes, ptq_bytes: bytes) -> dict:
         choice["reason"] = (f"QAT's int8 model ({name} {qat_val:.4f} on validation) is at least as good as "
                             f"plain int8 conversion ({ptq_val:.4f}): shipping it")
     return choice
+
+
+def check_backend(tgt, backend: str, target: str) -> None:
+    """``--backend`` is tflm or c, and c only for a microcontroller target."""
+    if backend not in ("tflm", "c"):
+        raise EdgeslimError(f"unknown backend {backend!r}", "Use --backend tflm (default) or --backend c.")
+    if backend == "c" and tgt.kind != "mcu":
+        raise EdgeslimError(
+            f"--backend c is for microcontroller targets; {target} is a {tgt.kind} target",
+            "Use a cortex-m* target, or drop --backend.",
+        )
+
+
+def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes | None, model_name: str,
+                 labels, check, backend: str, pack_weights: bool, report: dict, recipe_toml: str | None,
+                 progress: Progress, manifest_extra: dict, timings: dict | None = None,
+                 t_start: float | None = None) -> Path:
+    """Write the bundle into a temporary folder beside ``out/<target>`` and move it there once
+    every file is written (nothing half-written is ever at the final path). ``report`` gets the
+    C library's figures (``--backend c``) and, with ``timings``, the wall times; it is written as
+    report.json and report.md. Returns the bundle's folder."""
+    from edgeslim.report import render_markdown
+
+    out = Path(out)
+    bundle_name = _safe_dir_name(target)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", dir=out))
+    try:
+        (tmp / "model.tflite").write_bytes(model_bytes)
+        if fp16_bytes is not None:
+            (tmp / "model_fp16.tflite").write_bytes(fp16_bytes)
+        if recipe_toml is not None:
+            (tmp / "recipe.toml").write_text(recipe_toml, encoding="utf-8")
+        from edgeslim import bundle
+
+        bundle.write_target_files(tmp, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes,
+                                  model_name=model_name, labels=labels, check=check)
+        if backend == "c":
+            from edgeslim.bundle.render import c_identifier
+            from edgeslim.codegen import generate
+
+            progress.stage("codegen", "generating the interpreter-free C library")
+            t = time.monotonic()
+            cg = generate(model_bytes, tmp / "c", name=c_identifier(model_name), pack_weights=pack_weights)
+            report["codegen"] = {
+                **cg.report(),
+                # the same model under TFLite Micro, for comparison (64-bit host measurement)
+                "tflm_arena_measured_bytes": getattr(check, "arena_measured_bytes", None),
+                "pack_weights": pack_weights,
+            }
+            if timings is not None:
+                timings["codegen"] = time.monotonic() - t
+        if timings is not None:
+            report["timings_s"] = {**timings, "total": time.monotonic() - (t_start or time.monotonic())}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        from edgeslim.bundle.manifest import write_manifest
+
+        write_manifest(tmp, target=tgt, model_path=tmp / "model.tflite", extra=manifest_extra)
+        final_dir = out / bundle_name
+        _replace_dir(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress.stage("done", f"bundle written to {final_dir}")
+    return final_dir
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

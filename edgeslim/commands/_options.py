@@ -87,3 +87,30 @@ def print_summary(result) -> None:
     if pc and pc.get("flagged"):
         console.print(f"[bold]classes that lost most:[/bold] {', '.join(pc['flagged'])} (see report.md)")
     console.print(f"bundle: {result.bundle_dir}")
+
+
+def print_prebuilt_summary(result) -> None:
+    """What a build from an already converted .tflite ends with: the check, the score (or that
+    none was measured), sizes, the bundle."""
+    from rich.console import Console
+
+    r = result.report
+    m, model = r["metric"], r["model"]
+    console = Console(highlight=False)
+    console.print(f"edgeslim: {model['name']} -> {r['target']['name']}: already converted "
+                  f"({model['input']['type']} in, {model['output']['type']} out; SHA-256 {model['sha256'][:16]}...), "
+                  "no compression or conversion stage ran")
+    if m["measured"]:
+        tflm = f", {m['int8_tflm']:.4f} TFLite Micro" if m["int8_tflm"] is not None else ""
+        console.print(f"{m['name']}: {m['int8']:.4f} LiteRT{tflm}, on {m['evaluated_on']} ({m['samples']} samples)")
+    else:
+        console.print(f"[bold]{m['note']}[/bold]")
+    size = r["size"]
+    line = f"size: .tflite {size['int8_tflite_bytes']:,} B (gzip'd {size['int8_tflite_gzip_bytes']:,} B)"
+    cg = r.get("codegen")
+    if cg:
+        io = cg["io_bytes"]["input"] + cg["io_bytes"]["output"]
+        line += (f"; C library arena {cg['arena_bytes']:,} B ({cg['arena_bytes'] + io:,} B with its input/output "
+                 f"buffers, TFLite Micro {cg['tflm_arena_measured_bytes']:,} B)")
+    console.print(line)
+    console.print(f"bundle: {result.bundle_dir}")

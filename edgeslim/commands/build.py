@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from edgeslim.commands._options import print_summary, recipe_options
+from edgeslim.commands._options import print_prebuilt_summary, print_summary, recipe_options
 
 
 @click.command("build")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-              help=".npz (x_train, y_train[, x_val, y_val, x_test, y_test]) or an image folder with class sub-folders.")
+@click.option("--data", "data", type=click.Path(path_type=Path),
+              help=".npz (x_train, y_train[, x_val, y_val, x_test, y_test]) or an image folder with class "
+                   "sub-folders. Required for a Keras model; optional for an int8 .tflite (it is then scored).")
 @click.option("--test-data", type=click.Path(path_type=Path),
               help="Held-out data the model never trained on (.npz with x_test, y_test, or an image "
                    "folder), scored as the test split. Without it the test split is DATA's x_test, "
@@ -48,14 +49,41 @@ from edgeslim.commands._options import print_summary, recipe_options
 def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
             trust_model, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
-    target and write a deployable bundle."""
-    from edgeslim import recipe as recipe_mod
-    from edgeslim.pipeline import Progress, build
+    target and write a deployable bundle.
 
-    drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
+    MODEL may also be an int8 .tflite converted elsewhere: it is then checked and bundled as
+    it is (no compression or conversion), and scored when --data is given."""
+    from edgeslim import recipe as recipe_mod
+    from edgeslim.errors import DataError
+    from edgeslim.pipeline import Progress, build
+    from edgeslim.prebuilt import build_prebuilt, is_tflite
+
     label_list = None
     if labels:
         label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    if is_tflite(model):
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        set_flags = sorted(k for k, v in flags.items() if v not in (None, False, ())
+                           and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE)
+        given = set_flags + [opt for opt, v in (("recipe", recipe), ("teacher", teachers),
+                                                 ("trust-model", trust_model)) if v]
+        if given:
+            raise click.UsageError(
+                f"{model.name} is already converted: compression and conversion options do not apply "
+                f"to it ({', '.join('--' + g.replace('_', '-') for g in given)}). Give the Keras model "
+                "or SavedModel to compress it, or drop those options.")
+        result = build_prebuilt(model, data, target=target, out=out, ram=ram, flash=flash, backend=backend,
+                                pack_weights=pack_weights, labels=label_list, name=name,
+                                progress=Progress(echo=click.echo), test_data=test_data)
+        print_prebuilt_summary(result)
+        return
+    if data is None:
+        raise DataError("--data is required to build from a Keras model (compression and int8 "
+                        "calibration train and measure on it)",
+                        hint="Pass --data data.npz (or an image folder); only an int8 .tflite builds without it.")
+    drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
     result = build(
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
         drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,

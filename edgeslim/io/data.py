@@ -125,26 +125,27 @@ def load_data(
     )
 
 
-def _read_test_data(path: Path, class_names, image_size) -> tuple[tuple, list[str]]:
+def _read_test_data(path: Path, class_names, image_size, what: str = "--test-data") -> tuple[tuple, list[str]]:
     """The arrays of ``--test-data``: an .npz with ``x_test, y_test`` (or ``x, y``), or an
-    image folder whose class sub-folders match the training data's."""
+    image folder whose class sub-folders match the training data's. ``what`` names the
+    option in messages."""
     if not path.exists():
-        raise DataError(f"--test-data {path}: no such file or folder",
+        raise DataError(f"{what} {path}: no such file or folder",
                         hint="Give an .npz (x_test, y_test) or a folder of class sub-folders.")
     if path.is_dir():
         arrays, notes, classes = _read_image_folder(path, image_size)
         if class_names is None or tuple(classes) != tuple(class_names):
             raise DataError(
-                f"--test-data {path}: its class folders ({', '.join(classes[:10])}) are not "
+                f"{what} {path}: its class folders ({', '.join(classes[:10])}) are not "
                 "the training data's classes"
                 + (f" ({', '.join(class_names[:10])})" if class_names else " (the training data "
                    "is an .npz with integer labels)"),
                 hint="Use the same class sub-folder names for the test images as for training, "
                 "or give the test set as an .npz with x_test, y_test.",
             )
-        return arrays["train"], [f"test split from --test-data {path}: " + notes[0]]
+        return arrays["train"], [f"test split from {what} {path}: " + notes[0]]
     if path.suffix.lower() != ".npz":
-        raise DataError(f"--test-data {path}: unsupported format {path.suffix or '(none)'!r}",
+        raise DataError(f"{what} {path}: unsupported format {path.suffix or '(none)'!r}",
                         hint="Give an .npz (x_test, y_test) or a folder of class sub-folders.")
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -153,7 +154,7 @@ def _read_test_data(path: Path, class_names, image_size) -> tuple[tuple, list[st
                          if x in keys and y in keys), None)
             if pair is None:
                 raise DataError(
-                    f"--test-data {path}: needs arrays x_test and y_test (or x and y); "
+                    f"{what} {path}: needs arrays x_test and y_test (or x and y); "
                     f"keys found: {', '.join(sorted(keys)) or 'none'}",
                     hint="Save it with np.savez(path, x_test=..., y_test=...).",
                 )
@@ -162,14 +163,14 @@ def _read_test_data(path: Path, class_names, image_size) -> tuple[tuple, list[st
         raise
     except Exception as exc:  # zipfile.BadZipFile, OSError, ValueError (pickled arrays)
         detail = (str(exc).splitlines() or [""])[0][:200]
-        raise DataError(f"--test-data {path}: not a readable .npz file "
+        raise DataError(f"{what} {path}: not a readable .npz file "
                         f"({type(exc).__name__}: {detail})",
                         hint="Save numeric arrays with np.savez(path, x_test=..., y_test=...).") from None
     if x.dtype.kind not in "iubf":
-        raise DataError(f"--test-data {path}: {pair[0]} has dtype {x.dtype}, not numbers",
+        raise DataError(f"{what} {path}: {pair[0]} has dtype {x.dtype}, not numbers",
                         hint="Save the inputs as a numeric array (float32 preferred).")
     return (x.astype(np.float32, copy=False), y), [
-        f"test split from --test-data {path}: arrays {pair[0]}, {pair[1]} ({len(x)} samples)"]
+        f"test split from {what} {path}: arrays {pair[0]}, {pair[1]} ({len(x)} samples)"]
 
 
 # ---------------------------------------------------------------------------

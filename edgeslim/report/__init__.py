@@ -105,4 +105,5 @@ def render_markdown(report: dict) -> str:
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
     env.filters["num"] = lambda v, d=4: "n/a" if v is None else f"{v:.{d}f}"
     env.filters["kib"] = lambda v: "n/a" if v is None else f"{v / 1024:.1f} KiB"
-    return env.get_template("report.md.j2").render(r=report)
+    template = "report_prebuilt.md.j2" if report.get("kind") == "prebuilt" else "report.md.j2"
+    return env.get_template(template).render(r=report)
