@@ -85,8 +85,11 @@ def _gzip_size(data: bytes) -> int:
 
 def _safe_dir_name(name: str) -> str:
     """The target as typed becomes a directory name; a path-like spec keeps its stem."""
-    if "/" in name or name.endswith(".toml"):
-        name = Path(name).stem
+    if "/" in name or "\\" in name or name.endswith(".toml"):
+        name = Path(name.replace("\\", "/")).stem
+    if name in ("", ".", "..") or name.startswith("-"):
+        raise EdgeslimError(f"target {name!r} cannot name the bundle folder",
+                            "Give a target name such as rpi4 or cortex-m4, or a board file such as boards/my-board.toml.")
     return name
 
 
@@ -173,7 +176,15 @@ def build(
     ``teacher``: a path or tf_keras model (or a list of them) that the distill stage
     distils into ``model``; without it, distill derives the student from ``model``.
     ``test_data``: a separate .npz or image folder scored as the test split.
+
+    The output is checked first: OUT must be a writable folder (or creatable), and
+    OUT/<target> absent or a bundle edgeslim wrote; otherwise OutputError before any work.
     """
+    from edgeslim.io.outputs import check_output_folder, check_replaceable
+
+    out = check_output_folder(out)
+    bundle_name = _safe_dir_name(str(target))
+    check_replaceable(out / bundle_name)
     from edgeslim import convert, evaluate, targets
     from edgeslim._tf import keras, tf
     from edgeslim.compress.context import StageContext, count_params
@@ -399,8 +410,8 @@ def build(
             tried.stages_report, None, ds)
 
     # -- write the bundle atomically ---------------------------------------------------------
-    out = Path(out)
-    bundle_name = _safe_dir_name(target)
+    out = check_output_folder(out)
+    check_replaceable(out / bundle_name)  # again: the folder may have appeared during the build
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", dir=out))
     try:
@@ -435,6 +446,7 @@ def build(
         write_manifest(tmp, target=tgt, model_path=tmp / "model.tflite",
                        extra={"model_name": model_name, "backend": backend})
         final_dir = out / bundle_name
+        check_replaceable(final_dir)
         _replace_dir(tmp, final_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
