@@ -83,6 +83,70 @@ def _gzip_size(data: bytes) -> int:
     return len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
+MAX_SEED = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
+# A split scored with fewer samples than this gives a figure that means nothing
+# ("accuracy 1.0000" on one sample).
+MIN_SPLIT_SAMPLES = 10
+# Flag settings of a stage that only mean something when that stage runs.
+_STAGE_FLAGS = {("cluster", "clusters"): "--clusters", ("prune", "sparsity"): "--sparsity",
+                ("prune", "structure"): "--structure"}
+
+
+def _check_flags_used(flags: dict, rcp) -> None:
+    """A flag that sets a stage the build will not run would be silently ignored: refuse it."""
+    for (stage, key), option in _STAGE_FLAGS.items():
+        value = (flags.get(stage) or {}).get(key) if isinstance(flags.get(stage), dict) else None
+        if value is not None and stage not in rcp.active_stages:
+            raise recipe_mod.RecipeError(
+                f"{option} {value} sets the {stage} stage, but this build has no {stage} stage "
+                f"(stages: {', '.join(rcp.active_stages) or 'none: plain int8'}); it would be ignored",
+                hint=f"Drop {option}, or list \"{stage}\" in build.stages of a --recipe file "
+                     f"(and leave out --no-{stage}).")
+
+
+def _check_enough_data(ds) -> None:
+    """Refuse data too small to measure anything: one class, or a split of a few samples."""
+    from edgeslim.errors import DataError
+    from edgeslim.io.dataset import CLASSIFICATION
+
+    if ds.task == CLASSIFICATION:
+        classes = np.unique(ds.y_train)
+        if len(classes) < 2:
+            raise DataError(
+                f"{ds.source}: the training labels hold a single class ({int(classes[0]) if len(classes) else '-'}); "
+                "there is nothing to classify and every accuracy would be 1.0",
+                hint="Give samples of at least two classes.")
+    small = {s: n for s, n in (("validation", len(ds.x_val)), ("test", len(ds.x_test)))
+             if n < MIN_SPLIT_SAMPLES}
+    if small:
+        raise DataError(
+            f"{ds.source}: too few samples to measure the model: "
+            + ", ".join(f"{n} in the {s} split" for s, n in small.items())
+            + f" (at least {MIN_SPLIT_SAMPLES} each; {len(ds.x_train)} training samples)",
+            hint="Give more data, or x_val/y_val and x_test/y_test of at least "
+                 f"{MIN_SPLIT_SAMPLES} samples each in the .npz.")
+
+
+def _check_labels(labels, ds, kmodel):
+    """The class names shipped in the bundle: one per output class of the model."""
+    from edgeslim.errors import DataError
+    from edgeslim.io.dataset import CLASSIFICATION
+
+    if labels is None:
+        return None
+    labels = list(labels)
+    if ds.task != CLASSIFICATION:
+        raise DataError(f"class names were given (--labels, {len(labels)} lines) but the task is "
+                        f"{ds.task}", hint="Drop --labels: a regression model has no classes.")
+    shape = kmodel.output_shape[0] if isinstance(kmodel.output_shape, list) else kmodel.output_shape
+    outputs = int(shape[-1]) if shape and shape[-1] else ds.num_classes
+    if len(labels) != outputs:
+        raise DataError(f"--labels holds {len(labels)} class names but the model has {outputs} "
+                        "output classes",
+                        hint="Give one class name per line, in class-index order, one per output.")
+    return labels
+
+
 def _safe_dir_name(name: str) -> str:
     """The target as typed becomes a directory name; a path-like spec keeps its stem."""
     if "/" in name or "\\" in name or name.endswith(".toml"):
@@ -217,6 +281,10 @@ def build(
             add_stages=tuple(add_stages) + (("distill",) if teacher is not None else ()),
         )
     seed = rcp.build.seed
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+        raise recipe_mod.RecipeError(f"seed {seed!r} is out of range",
+                                     hint=f"A seed is a whole number from 0 to {MAX_SEED} (2**32 - 1).")
+    _check_flags_used(flags or {}, rcp)
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
@@ -242,6 +310,8 @@ def build(
         ds = load_data(data, seed=seed or 0, val_fraction=rcp.build.val_fraction,
                        test_fraction=rcp.build.test_fraction, test_data=test_data)
     check_data_fits_model(ds, kmodel)
+    _check_enough_data(ds)
+    labels = _check_labels(labels, ds, kmodel)
     teacher_models = []
     if teacher is not None:
         for tm in teacher if isinstance(teacher, (list, tuple)) else [teacher]:

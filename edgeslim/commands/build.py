@@ -53,9 +53,7 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
     from edgeslim.pipeline import Progress, build
 
     drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
-    label_list = None
-    if labels:
-        label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    label_list = read_labels(labels) if labels else None
     result = build(
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
         drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,
@@ -63,3 +61,22 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
         backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo), test_data=test_data,
     )
     print_summary(result)
+
+
+def read_labels(path: Path) -> list[str]:
+    """--labels: a UTF-8 text file, one class name per line (blank lines skipped)."""
+    from edgeslim.errors import DataError
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--labels {path} is not a UTF-8 text file (byte {exc.start} is not UTF-8)",
+                        hint="Give a text file with one class name per line.") from None
+    if "\x00" in text or any(c in text for c in "\x01\x02\x03\x04\x1b"):
+        raise DataError(f"--labels {path} holds control characters: it is not a text file",
+                        hint="Give a text file with one class name per line.")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"--labels {path} holds no class names", hint="Give one class name per line.")
+    return names

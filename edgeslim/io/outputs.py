@@ -69,7 +69,10 @@ def check_output_file(path: str | Path, *, inputs: tuple = (), option: str = "-o
     if path.is_dir():
         raise OutputError(f"output {path} is a folder, not a file ({option})",
                           hint=f"Give a file name for {option}, e.g. student.keras.")
-    check_output_folder(path.parent if str(path.parent) else Path("."), option=option)
+    try:
+        check_output_folder(path.parent, option=option)
+    except OutputError as exc:
+        raise OutputError(f"output file {path} cannot be written: {exc.message}", hint=exc.hint) from None
     if os.path.lexists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"output file {path} is not writable ({option})",
                           hint="Choose another file name, or fix its permissions.")
