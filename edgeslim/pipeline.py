@@ -109,13 +109,6 @@ def _check_enough_data(ds) -> None:
     from edgeslim.errors import DataError
     from edgeslim.io.dataset import CLASSIFICATION
 
-    if ds.task == CLASSIFICATION:
-        classes = np.unique(ds.y_train)
-        if len(classes) < 2:
-            raise DataError(
-                f"{ds.source}: the training labels hold a single class ({int(classes[0]) if len(classes) else '-'}); "
-                "there is nothing to classify and every accuracy would be 1.0",
-                hint="Give samples of at least two classes.")
     small = {s: n for s, n in (("validation", len(ds.x_val)), ("test", len(ds.x_test)))
              if n < MIN_SPLIT_SAMPLES}
     if small:
@@ -125,6 +118,13 @@ def _check_enough_data(ds) -> None:
             + f" (at least {MIN_SPLIT_SAMPLES} each; {len(ds.x_train)} training samples)",
             hint="Give more data, or x_val/y_val and x_test/y_test of at least "
                  f"{MIN_SPLIT_SAMPLES} samples each in the .npz.")
+    if ds.task == CLASSIFICATION:
+        classes = np.unique(ds.y_train)
+        if len(classes) < 2:
+            raise DataError(
+                f"{ds.source}: the training labels hold a single class ({int(classes[0]) if len(classes) else '-'}); "
+                "there is nothing to classify and every accuracy would be 1.0",
+                hint="Give samples of at least two classes.")
 
 
 def _check_labels(labels, ds, kmodel):

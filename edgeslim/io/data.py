@@ -402,7 +402,7 @@ def _prepare_targets(path: Path, arrays: dict, task: str | None):
                 )
             if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and _is_whole(y)):
                 raise DataError(
-                    f"{path}: y_{split} holds fractional, NaN or infinite values but the task is "
+                    f"{path}: y_{split} holds fractional values (or NaN or infinite ones) but the task is "
                     "classification",
                     hint=f"Give integer class labels 0, 1, ..., num_classes - 1 ({_TASK_OVERRIDE}).",
                 )

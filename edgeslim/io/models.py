@@ -111,7 +111,9 @@ def _load_keras_archive(path: Path, *, trust: bool) -> LoadedModel:
             meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
     except ModelLoadError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, RecursionError) as exc:
+    except RecursionError:
+        raise _too_deep(path) from None
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(
             f"{path}: not a valid .keras file ({short_error(exc)})",
             hint="The file is damaged or is not a Keras model; save it again with "
@@ -161,7 +163,9 @@ def _load_h5(path: Path, *, trust: bool) -> LoadedModel:
         version = version.decode("utf-8")
     try:
         config = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise _too_deep(path) from None
+    except ValueError as exc:
         raise ModelLoadError(
             f"{path}: the model architecture stored in the .h5 file is not valid JSON "
             f"({short_error(exc)})",
@@ -306,16 +310,20 @@ def _find_functions(obj) -> bool:
 MAX_CONFIG_DEPTH = 200
 
 
+def _too_deep(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path}: the model configuration is nested more than {MAX_CONFIG_DEPTH} levels deep; "
+        "no Keras model is, so the file is damaged or crafted",
+        hint="Save the model again with model.save('model.keras').")
+
+
 def _check_nesting(config, *, path: Path) -> None:
     """Refuse a configuration nested deeper than MAX_CONFIG_DEPTH (walked without recursion)."""
     stack = [(config, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_CONFIG_DEPTH:
-            raise ModelLoadError(
-                f"{path}: the model configuration is nested more than {MAX_CONFIG_DEPTH} levels deep; "
-                "no Keras model is, so the file is damaged or crafted",
-                hint="Save the model again with model.save('model.keras').")
+            raise _too_deep(path)
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
