@@ -249,6 +249,7 @@ def build(
     out = check_output_folder(out)
     bundle_name = _safe_dir_name(str(target))
     check_replaceable(out / bundle_name)
+
     from edgeslim import convert, evaluate, targets
     from edgeslim._tf import keras, tf
     from edgeslim.compress.context import StageContext, count_params
