@@ -57,6 +57,29 @@ class LazyGroup(click.Group):
             if exc.hint:
                 click.echo(exc.hint, err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug, or an input nobody foresaw: one paragraph, exit 2
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(unexpected_error_message(exc), err=True)
+            ctx.exit(2)
+
+
+def unexpected_error_message(exc: BaseException) -> str:
+    """One paragraph for an error edgeslim did not anticipate (no traceback: --debug shows it)."""
+    detail = " ".join(str(exc).split())
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    if isinstance(exc, MemoryError):
+        what = "ran out of memory"
+    elif isinstance(exc, RecursionError):
+        what = "met an input nested too deeply to read"
+    else:
+        what = f"failed unexpectedly ({type(exc).__name__}{': ' + detail if detail else ''})"
+    return (f"error: edgeslim {what}. Check the "
+            "inputs of the command; run it again with --debug for the traceback, and report it "
+            "if the inputs are fine.")
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

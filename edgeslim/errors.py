@@ -49,3 +49,7 @@ class CodegenError(EdgeslimError):
 
 class DeviceError(EdgeslimError):
     """A device, emulator or serial link did not behave."""
+
+
+class OutputError(EdgeslimError):
+    """The output location cannot be written, or holds something edgeslim may not replace."""

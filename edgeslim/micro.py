@@ -206,16 +206,17 @@ def _crash_error(what: str, rc: int, stderr: str, arena_size: int) -> DeviceErro
     if rc < 0:
         cause = (
             f"The TFLite Micro interpreter crashed while {what} ({_describe_rc(rc)}), with an "
-            f"arena of {arena_size} bytes. Likely causes: an arena too small for the model, or "
-            "a degenerate quantization scale (< 1e-6, e.g. from untrained weights) that makes "
-            "TFLM's int8 SOFTMAX abort."
+            f"arena of {arena_size} bytes. Possible causes: an arena too small for the model, "
+            "a malformed model (a tensor, buffer or opcode index out of range, a NaN scale or a "
+            "zero point outside its type), or a degenerate quantization scale (< 1e-6, e.g. from "
+            "untrained weights) that makes TFLM's int8 SOFTMAX abort."
         )
     else:
         cause = f"TFLite Micro failed while {what} ({_describe_rc(rc)}): {stderr or 'no message'}"
     return DeviceError(
         cause,
-        hint="Run `edgeslim check model.tflite --target cortex-m4` to find a degenerate scale "
-             "or an unsupported op; train the model before converting it.",
+        hint="Run `edgeslim check model.tflite --target cortex-m4`: it verifies the model's "
+             "indices, scales and zero points and names the tensor or op at fault.",
     )
 
 
@@ -223,9 +224,10 @@ def _no_arena_error(max_arena: int, detail: str, prober: _Prober) -> DeviceError
     msg = (f"TFLite Micro could not allocate and invoke the model with any arena up to "
            f"{max_arena} bytes (last try: {detail}).")
     if prober.crashes:
-        msg += (" The interpreter crashed even with a large arena: the likely cause is a "
-                "degenerate quantization scale (int8 SOFTMAX aborts on scales ~1e-8) or an "
-                "op TFLM cannot run, not the arena size.")
+        msg += (" The interpreter crashed even with a large arena, so the arena size is not the "
+                "cause: the model is malformed (an index out of range, a NaN scale, a zero point "
+                "outside its type), has a degenerate quantization scale (int8 SOFTMAX aborts on "
+                "scales ~1e-8), or uses an op TFLM cannot run. `edgeslim check` names which.")
     lines: dict[str, None] = {}
     for line in _tail(prober.err_path, 4000).splitlines():
         line = line.strip()

@@ -83,10 +83,77 @@ def _gzip_size(data: bytes) -> int:
     return len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
+MAX_SEED = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
+# A split scored with fewer samples than this gives a figure that means nothing
+# ("accuracy 1.0000" on one sample).
+MIN_SPLIT_SAMPLES = 10
+# Flag settings of a stage that only mean something when that stage runs.
+_STAGE_FLAGS = {("cluster", "clusters"): "--clusters", ("prune", "sparsity"): "--sparsity",
+                ("prune", "structure"): "--structure"}
+
+
+def _check_flags_used(flags: dict, rcp) -> None:
+    """A flag that sets a stage the build will not run would be silently ignored: refuse it."""
+    for (stage, key), option in _STAGE_FLAGS.items():
+        value = (flags.get(stage) or {}).get(key) if isinstance(flags.get(stage), dict) else None
+        if value is not None and stage not in rcp.active_stages:
+            raise recipe_mod.RecipeError(
+                f"{option} {value} sets the {stage} stage, but this build has no {stage} stage "
+                f"(stages: {', '.join(rcp.active_stages) or 'none: plain int8'}); it would be ignored",
+                hint=f"Drop {option}, or list \"{stage}\" in build.stages of a --recipe file "
+                     f"(and leave out --no-{stage}).")
+
+
+def _check_enough_data(ds) -> None:
+    """Refuse data too small to measure anything: one class, or a split of a few samples."""
+    from edgeslim.errors import DataError
+    from edgeslim.io.dataset import CLASSIFICATION
+
+    small = {s: n for s, n in (("validation", len(ds.x_val)), ("test", len(ds.x_test)))
+             if n < MIN_SPLIT_SAMPLES}
+    if small:
+        raise DataError(
+            f"{ds.source}: too few samples to measure the model: "
+            + ", ".join(f"{n} in the {s} split" for s, n in small.items())
+            + f" (at least {MIN_SPLIT_SAMPLES} each; {len(ds.x_train)} training samples)",
+            hint="Give more data, or x_val/y_val and x_test/y_test of at least "
+                 f"{MIN_SPLIT_SAMPLES} samples each in the .npz.")
+    if ds.task == CLASSIFICATION:
+        classes = np.unique(ds.y_train)
+        if len(classes) < 2:
+            raise DataError(
+                f"{ds.source}: the training labels hold a single class ({int(classes[0]) if len(classes) else '-'}); "
+                "there is nothing to classify and every accuracy would be 1.0",
+                hint="Give samples of at least two classes.")
+
+
+def _check_labels(labels, ds, kmodel):
+    """The class names shipped in the bundle: one per output class of the model."""
+    from edgeslim.errors import DataError
+    from edgeslim.io.dataset import CLASSIFICATION
+
+    if labels is None:
+        return None
+    labels = list(labels)
+    if ds.task != CLASSIFICATION:
+        raise DataError(f"class names were given (--labels, {len(labels)} lines) but the task is "
+                        f"{ds.task}", hint="Drop --labels: a regression model has no classes.")
+    shape = kmodel.output_shape[0] if isinstance(kmodel.output_shape, list) else kmodel.output_shape
+    outputs = int(shape[-1]) if shape and shape[-1] else ds.num_classes
+    if len(labels) != outputs:
+        raise DataError(f"--labels holds {len(labels)} class names but the model has {outputs} "
+                        "output classes",
+                        hint="Give one class name per line, in class-index order, one per output.")
+    return labels
+
+
 def _safe_dir_name(name: str) -> str:
     """The target as typed becomes a directory name; a path-like spec keeps its stem."""
-    if "/" in name or name.endswith(".toml"):
-        name = Path(name).stem
+    if "/" in name or "\\" in name or name.endswith(".toml"):
+        name = Path(name.replace("\\", "/")).stem
+    if name in ("", ".", "..") or name.startswith("-"):
+        raise EdgeslimError(f"target {name!r} cannot name the bundle folder",
+                            "Give a target name such as rpi4 or cortex-m4, or a board file such as boards/my-board.toml.")
     return name
 
 
@@ -173,7 +240,16 @@ def build(
     ``teacher``: a path or tf_keras model (or a list of them) that the distill stage
     distils into ``model``; without it, distill derives the student from ``model``.
     ``test_data``: a separate .npz or image folder scored as the test split.
+
+    The output is checked first: OUT must be a writable folder (or creatable), and
+    OUT/<target> absent or a bundle edgeslim wrote; otherwise OutputError before any work.
     """
+    from edgeslim.io.outputs import check_output_folder, check_replaceable
+
+    out = check_output_folder(out)
+    bundle_name = _safe_dir_name(str(target))
+    check_replaceable(out / bundle_name)
+
     from edgeslim import convert, evaluate, targets
     from edgeslim._tf import keras, tf
     from edgeslim.compress.context import StageContext, count_params
@@ -200,6 +276,10 @@ def build(
             add_stages=tuple(add_stages) + (("distill",) if teacher is not None else ()),
         )
     seed = rcp.build.seed
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+        raise recipe_mod.RecipeError(f"seed {seed!r} is out of range",
+                                     hint=f"A seed is a whole number from 0 to {MAX_SEED} (2**32 - 1).")
+    _check_flags_used(flags or {}, rcp)
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
@@ -225,6 +305,8 @@ def build(
         ds = load_data(data, seed=seed or 0, val_fraction=rcp.build.val_fraction,
                        test_fraction=rcp.build.test_fraction, test_data=test_data)
     check_data_fits_model(ds, kmodel)
+    _check_enough_data(ds)
+    labels = _check_labels(labels, ds, kmodel)
     teacher_models = []
     if teacher is not None:
         for tm in teacher if isinstance(teacher, (list, tuple)) else [teacher]:
@@ -644,10 +726,12 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
     every file is written (nothing half-written is ever at the final path). ``report`` gets the
     C library's figures (``--backend c``) and, with ``timings``, the wall times; it is written as
     report.json and report.md. Returns the bundle's folder."""
+    from edgeslim.io.outputs import check_output_folder, check_replaceable
     from edgeslim.report import render_markdown
 
-    out = Path(out)
-    bundle_name = _safe_dir_name(target)
+    bundle_name = _safe_dir_name(str(target))
+    out = check_output_folder(out)
+    check_replaceable(out / bundle_name)  # again: the folder may have appeared during the build
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", dir=out))
     try:
@@ -683,6 +767,7 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
 
         write_manifest(tmp, target=tgt, model_path=tmp / "model.tflite", extra=manifest_extra)
         final_dir = out / bundle_name
+        check_replaceable(final_dir)
         _replace_dir(tmp, final_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -176,6 +176,11 @@ def build_prebuilt(
     progress = progress or Progress()
     t_start = time.monotonic()
     timings: dict[str, float] = {}
+    from edgeslim.io.outputs import check_output_folder, check_replaceable
+    from edgeslim.pipeline import _safe_dir_name
+
+    out = check_output_folder(out)  # before any work: a bad -o fails at once
+    check_replaceable(out / _safe_dir_name(str(target)))
     tgt = targets.load_target(target, ram=ram, flash=flash)
     check_backend(tgt, backend, target)
 
@@ -195,6 +200,16 @@ def build_prebuilt(
         check_data_fits_model(ds, _ModelShapes(pre))
     elif test_data is not None:
         raise DataError("--test-data needs --data too", hint="Pass the data with --data.")
+    if labels is not None and len(labels) != (pre.output_shape[-1] if pre.output_shape else 0):
+        raise DataError(f"--labels holds {len(labels)} class names but {pre.path.name} has "
+                        f"{pre.output_shape[-1] if pre.output_shape else 0} outputs",
+                        hint="Give one class name per line, in class-index order, one per output.")
+    if ds is not None:
+        from edgeslim.pipeline import MIN_SPLIT_SAMPLES
+
+        if len(x_eval) < MIN_SPLIT_SAMPLES:
+            raise DataError(f"{data}: {len(x_eval)} samples to score the model with (at least "
+                            f"{MIN_SPLIT_SAMPLES})", hint="Give more samples, or leave out --data.")
     model_name = name or pre.path.stem
     timings["load"] = time.monotonic() - t
 

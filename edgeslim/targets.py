@@ -256,6 +256,9 @@ def load_target(spec: str, *, ram: int | str | None = None, flash: int | str | N
     spec = spec.strip()
     as_path = Path(spec).expanduser()
     search = _profile_dirs()
+    if as_path.is_dir():
+        raise TargetError(f"target profile {spec} is a folder, not a .toml file",
+                          hint=f"Give a board .toml file inside it, or one of: {', '.join(_known_names())}.")
     if spec.endswith(".toml") or as_path.is_file() or "/" in spec or "\\" in spec:
         if not as_path.is_file():
             raise TargetError(f"target profile file {spec} does not exist",
@@ -280,7 +283,26 @@ def load_target(spec: str, *, ram: int | str | None = None, flash: int | str | N
     if raw.get("abstract"):
         raise TargetError(f"target {spec!r} is an abstract base profile ({path.name})",
                           hint=f"Choose a concrete target: {', '.join(_known_names())}.")
-    return _build_target(spec, path, raw, bases, ram=ram, flash=flash)
+    return _check_budget_overrides(_build_target(spec, path, raw, bases, ram=ram, flash=flash),
+                                   ram=ram, flash=flash)
+
+
+# A microcontroller addresses at most 4 GiB (32-bit Cortex-M): a --ram or --flash beyond that is a typo.
+_MCU_ADDRESS_SPACE = 1 << 32
+
+
+def _check_budget_overrides(target: Target, *, ram, flash) -> Target:
+    """Refuse a --ram/--flash override no microcontroller can have (more than its 4 GiB
+    address space, e.g. --ram 1e23), naming the option and the largest value allowed."""
+    if target.kind != "mcu":
+        return target
+    for option, given, value in (("--ram", ram, target.ram_bytes), ("--flash", flash, target.flash_bytes)):
+        if given is not None and value is not None and value > _MCU_ADDRESS_SPACE:
+            raise TargetError(
+                f"{option} {given} is {value} bytes, more than a 32-bit microcontroller "
+                f"({target.profile}) can address (4 GiB)",
+                hint=f"Give the board's real {option[2:]} size, e.g. {option} 256k.")
+    return target
 
 
 def _req(raw: dict, path: Path, key: str, typ):
@@ -521,6 +543,12 @@ def _has_data(model, tensor) -> bool:
     return (b.data is not None and len(b.data) > 0) or bool(getattr(b, "offset", 0))
 
 
+def _decode_name(name, index: int) -> str:
+    if name is None:
+        return f"#{index}"
+    return name.decode("utf-8", errors="replace") if isinstance(name, bytes) else str(name)
+
+
 def read_model(model_bytes: bytes) -> ModelInfo:
     """Ops and tensors of a .tflite flatbuffer (main subgraph), without TensorFlow."""
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
@@ -539,13 +567,20 @@ def read_model(model_bytes: bytes) -> ModelInfo:
     if not model.subgraphs:
         raise TargetError("the .tflite model has no subgraph", hint="Convert the model again.")
     sg = model.subgraphs[0]
+    n_buffers = len(model.buffers or [])
+    for i, t in enumerate(sg.tensors or []):
+        if t.buffer is not None and not 0 <= t.buffer < max(n_buffers, 1):
+            raise TargetError(
+                f"tensor {_decode_name(t.name, i)!r} points at buffer {t.buffer}, but the model "
+                f"has {n_buffers} buffers",
+                hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
     tensors = []
     for t in sg.tensors or []:
         q = t.quantization
         scales = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
         zps = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
         tensors.append(TensorInfo(
-            name=t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+            name=_decode_name(t.name, len(tensors)),
             type=type_names.get(t.type, str(t.type)),
             shape=tuple(int(x) for x in (t.shape if t.shape is not None else ())),
             scales=scales,
@@ -553,7 +588,16 @@ def read_model(model_bytes: bytes) -> ModelInfo:
             constant=_has_data(model, t),
         ))
     ops = []
+    n_codes = len(model.operatorCodes or [])
     for i, op in enumerate(sg.operators or []):
+        if not 0 <= op.opcodeIndex < n_codes:
+            raise TargetError(f"operator {i} uses opcode {op.opcodeIndex}, but the model has {n_codes} "
+                              "operator codes",
+                              hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
+        for j in list(op.inputs if op.inputs is not None else []) + list(op.outputs if op.outputs is not None else []):
+            if not -1 <= int(j) < len(tensors):
+                raise TargetError(f"operator {i} refers to tensor {int(j)}, but the model has {len(tensors)} tensors",
+                                  hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         name = op_names.get(builtin, str(builtin))
@@ -571,6 +615,11 @@ def read_model(model_bytes: bytes) -> ModelInfo:
             output_types=tuple(tensors[j].type for j in outs),
             activation=act_names.get(act) if act is not None else None,
         ))
+    for what, idx in (("input", sg.inputs), ("output", sg.outputs)):
+        for j in (idx if idx is not None else []):
+            if not 0 <= int(j) < len(tensors):
+                raise TargetError(f"the model's {what} is tensor {int(j)}, but the model has {len(tensors)} tensors",
+                                  hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
     return ModelInfo(
         ops=tuple(ops), tensors=tuple(tensors), size_bytes=len(model_bytes),
         input_indices=tuple(int(i) for i in (sg.inputs if sg.inputs is not None else [])),
@@ -652,6 +701,42 @@ def arena_with_margin(measured: int, margin: float) -> int:
     return int(math.ceil(measured * (1.0 + margin) / 16.0)) * 16
 
 
+# The zero points a quantized tensor of each type can hold (TFLite: the zero point is a value
+# of the tensor's own integer type).
+_ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
+                     "int4": (-8, 7)}
+
+
+def _tensor_error(t: TensorInfo, what: str) -> TargetError:
+    layer = keras_layer_of([t.name])
+    where = f" (layer {layer!r})" if layer else ""
+    return TargetError(
+        f"tensor {t.name!r}{where} {what}",
+        hint="The .tflite file is corrupt or was edited by hand: no converter writes this. "
+             "Convert the model again from the Keras model.")
+
+
+def check_quantization(info: ModelInfo) -> None:
+    """Refuse quantization parameters no runtime can use: a NaN, infinite or negative scale
+    (NaN passes every ``<`` comparison, so it is tested for explicitly), a zero point outside
+    the range of the tensor's type (int8: -128..127), or scale and zero-point lists of
+    different lengths."""
+    for t in info.tensors:
+        bad = [s for s in t.scales if not math.isfinite(s) or s < 0]
+        if bad:
+            raise _tensor_error(t, f"has the quantization scale {bad[0]!r} "
+                                   "(a scale must be a finite number above zero)")
+        if t.scales and t.zero_points and len(t.zero_points) not in (1, len(t.scales)):
+            raise _tensor_error(t, f"has {len(t.scales)} quantization scales but "
+                                   f"{len(t.zero_points)} zero points")
+        lo_hi = _ZERO_POINT_RANGE.get(t.type)
+        if lo_hi and t.scales:
+            out = [z for z in t.zero_points if not lo_hi[0] <= z <= lo_hi[1]]
+            if out:
+                raise _tensor_error(t, f"has the zero point {out[0]} outside the {t.type} range "
+                                       f"{lo_hi[0]}..{lo_hi[1]}")
+
+
 def check_scales(info: ModelInfo, min_scale: float = 1e-6) -> None:
     """Refuse degenerate activation scales (TFLM's int8 SOFTMAX aborts on ~1e-8).
 
@@ -659,6 +744,7 @@ def check_scales(info: ModelInfo, min_scale: float = 1e-6) -> None:
     converter gives an output channel that pruning zeroed entirely, and it is
     harmless (the requantization multiplier flushes to zero, as in TFLM's
     QuantizeMultiplier)."""
+    check_quantization(info)
     for t in info.tensors:
         if t.type not in ("int8", "uint8", "int16") or not t.scales or t.constant:
             continue

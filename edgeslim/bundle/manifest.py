@@ -20,6 +20,12 @@ from edgeslim import __version__
 from edgeslim.targets import Target
 
 MANIFEST = "manifest.json"
+FORMAT = "edgeslim-bundle/1"
+# Files edgeslim's own commands add to a bundle after `build` wrote it: `bench`/`emulate --bench`
+# write bench.json, `flash` runs the bundle's tflm/Makefile (objects, firmware.elf/.bin/.map).
+_ADDED_LATER = ("bench.json",)
+_ADDED_LATER_TFLM = (".o", ".d")
+_ADDED_LATER_TFLM_NAMES = ("firmware.elf", "firmware.bin", "firmware.map")
 _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
               "tflite-micro", "numpy")
 
@@ -59,7 +65,7 @@ def write_manifest(bundle_dir: Path, *, target: Target, model_path: Path, extra:
             files.append({"path": p.relative_to(bundle_dir).as_posix(),
                           "bytes": p.stat().st_size, "sha256": sha256_file(p)})
     manifest: dict[str, Any] = {
-        "format": "edgeslim-bundle/1",
+        "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {
             "path": model_path.relative_to(bundle_dir).as_posix(),
@@ -98,3 +104,46 @@ def verify_manifest(bundle_dir: Path) -> list[str]:
         if not p.is_file() or sha256_file(p) != entry["sha256"]:
             bad.append(entry["path"])
     return bad
+
+
+def _added_later(rel: str) -> bool:
+    if rel in _ADDED_LATER:
+        return True
+    parts = rel.split("/")
+    return (len(parts) >= 2 and parts[0] == "tflm"
+            and (parts[-1] in _ADDED_LATER_TFLM_NAMES or parts[-1].endswith(_ADDED_LATER_TFLM)))
+
+
+def not_a_bundle_reason(folder: Path) -> str | None:
+    """None when ``folder`` is a bundle edgeslim wrote, which a new build may replace; otherwise
+    why it is not (the folder is then the user's, and nothing may delete it).
+
+    A bundle is a folder whose manifest.json has edgeslim's format and tool name, holding no
+    file other than those its manifest lists and those edgeslim's own commands add later
+    (bench.json, the firmware the tflm/Makefile builds). A file the user put in a bundle
+    makes it theirs too: it would be lost with the folder."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return "it is not a folder" if not folder.is_symlink() else "it is a symbolic link"
+    path = folder / MANIFEST
+    if not path.is_file():
+        return f"it has no {MANIFEST}"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"its {MANIFEST} is not readable JSON"
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or not isinstance(manifest.get("tool"), dict) or manifest["tool"].get("name") != "edgeslim"
+            or not isinstance(manifest.get("files"), list)):
+        return f"its {MANIFEST} was not written by edgeslim"
+    listed = {e.get("path") for e in manifest["files"] if isinstance(e, dict)}
+    extra = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink() or not p.is_dir():
+            rel = p.relative_to(folder).as_posix()
+            if rel != MANIFEST and rel not in listed and not _added_later(rel):
+                extra.append(rel)
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        return f"it holds files its manifest does not list: {', '.join(extra[:3])}{more}"
+    return None

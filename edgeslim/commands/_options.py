@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 _RECIPE_FLAGS = [
-    click.option("--seed", type=int, help="Make the build reproducible (byte-identical model.tflite)."),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1),
+                 help="Make the build reproducible (byte-identical model.tflite); 0 to 2**32 - 1."),
     click.option("--sparsity", type=float, help="Pruning target sparsity, e.g. 0.5."),
     click.option("--structure", type=click.Choice(["unstructured", "2:4"]), help="Pruning structure."),
     click.option("--clusters", type=int, help="Clusters (shared weight values) per layer, e.g. 16."),

@@ -58,9 +58,7 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
     from edgeslim.pipeline import Progress, build
     from edgeslim.prebuilt import build_prebuilt, is_tflite
 
-    label_list = None
-    if labels:
-        label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    label_list = read_labels(labels) if labels else None
     if is_tflite(model):
         from click.core import ParameterSource
 
@@ -91,3 +89,22 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
         backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo), test_data=test_data,
     )
     print_summary(result)
+
+
+def read_labels(path: Path) -> list[str]:
+    """--labels: a UTF-8 text file, one class name per line (blank lines skipped)."""
+    from edgeslim.errors import DataError
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--labels {path} is not a UTF-8 text file (byte {exc.start} is not UTF-8)",
+                        hint="Give a text file with one class name per line.") from None
+    if "\x00" in text or any(c in text for c in "\x01\x02\x03\x04\x1b"):
+        raise DataError(f"--labels {path} holds control characters: it is not a text file",
+                        hint="Give a text file with one class name per line.")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"--labels {path} holds no class names", hint="Give one class name per line.")
+    return names

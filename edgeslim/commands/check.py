@@ -16,15 +16,25 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(model, target_spec, ram, flash, as_json):
     """Check an int8 .tflite against a target: ops, scales, flash and the TFLM arena."""
-    from edgeslim.errors import TargetError
+    from edgeslim.errors import EdgeslimError, TargetError
     from edgeslim.targets import check_model, load_target
 
-    if not model.is_file():
-        raise TargetError(f"model file {model} does not exist", hint="Give the path to a .tflite file.")
-    target = load_target(target_spec, ram=ram, flash=flash)
-    result = check_model(model.read_bytes(), target)
+    try:
+        if not model.is_file():
+            raise TargetError(f"model file {model} does not exist", hint="Give the path to a .tflite file.")
+        target = load_target(target_spec, ram=ram, flash=flash)
+        result = check_model(model.read_bytes(), target)
+    except EdgeslimError as exc:
+        if not as_json:
+            raise
+        # --json: a script reads stdout, so the verdict is JSON there too; the message goes
+        # to stderr as for any error, and the exit code is the error's.
+        click.echo(json.dumps({"fits": False, "error": exc.message, "hint": exc.hint,
+                               "error_type": type(exc).__name__}, indent=2))
+        click.echo(f"error: {exc.message}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({"fits": True, **result.to_dict()}, indent=2))
         return
     click.echo(f"{model.name} fits {target.profile}: ops {', '.join(result.ops)}")
     if result.flash_needed_bytes is not None:

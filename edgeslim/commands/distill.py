@@ -18,7 +18,7 @@ import click
               help="Derive the student from the (first) teacher with this fraction of filters/units.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Where to save the distilled student (.keras or .h5).")
-@click.option("--seed", type=int, help="Make the run reproducible.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Make the run reproducible (0 to 2**32 - 1).")
 @click.option("--temperature", "-T", type=float, default=2.0, show_default=True,
               help="Softmax temperature of the soft targets.")
 @click.option("--alpha", type=float, default=0.5, show_default=True,
@@ -51,6 +51,11 @@ def command(teachers, data, student, width, out, seed, temperature, alpha, epoch
             hint_weight, teacher_weights, no_scratch, batch_size, learning_rate, patience,
             trust_model):
     """Distil one or more TEACHER models into a smaller student and save it to OUT."""
+    from edgeslim.io.outputs import check_output_file
+
+    # Before any training: the student's file can be written and is none of the inputs.
+    check_output_file(out, inputs=(*teachers, data, student))
+
     from edgeslim.compress.distill import distill_model
 
     outcome = distill_model(

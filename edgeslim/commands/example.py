@@ -12,6 +12,9 @@ import click
 
 from edgeslim.commands._options import print_summary, recipe_options
 
+# What `example` writes into OUT/example/ (and so may overwrite there).
+EXAMPLE_FILES = ("digits.npz", "digits_cnn.keras")
+
 
 @click.command("example")
 @click.option("--target", "-t", default="rpi4", show_default=True, help="Target profile.")
@@ -21,6 +24,14 @@ from edgeslim.commands._options import print_summary, recipe_options
 @click.option("--backend", type=click.Choice(["tflm", "c"]), default="tflm", show_default=True)
 def command(target, out, backend, **flags):
     """Train the built-in digits example and build it for TARGET."""
+    from edgeslim.io.outputs import check_example_folder, check_output_folder, check_replaceable
+    from edgeslim.pipeline import _safe_dir_name
+
+    # Before any training: OUT writable, OUT/example ours (or absent), OUT/<target> a bundle (or absent).
+    check_output_folder(out)
+    check_example_folder(out / "example", EXAMPLE_FILES)
+    check_replaceable(out / _safe_dir_name(target))
+
     import edgeslim._tf  # noqa: F401  (TensorFlow with tf_keras, before Keras 3 loads it)
     from edgeslim import examples
     from edgeslim import recipe as recipe_mod

@@ -12,8 +12,10 @@ def _bundle_kind(bundle: Path) -> str | None:
     manifest = bundle / "manifest.json"
     if manifest.is_file():
         try:
-            return json.loads(manifest.read_text())["target"]["kind"]
-        except (ValueError, KeyError, TypeError):
+            kind = json.loads(manifest.read_text(encoding="utf-8"))["target"]["kind"]
+            if kind in ("mcu", "rpi", "android"):
+                return kind
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             pass
     if (bundle / "tflm").is_dir():
         return "mcu"
@@ -35,7 +37,7 @@ def _bundle_kind(bundle: Path) -> str | None:
               help="Cortex-M: a firmware binary already built (skips the build).")
 @click.option("--make-arg", multiple=True, help="Cortex-M: extra make variable, e.g. LDSCRIPT=board.ld.")
 @click.option("--host", default=None, help="Raspberry Pi: user@host to copy the bundle to over ssh.")
-@click.option("--port", type=int, default=None, help="Raspberry Pi: ssh port.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Raspberry Pi: ssh port.")
 @click.option("--dest", default=None, help="Raspberry Pi: folder on the Pi (default edgeslim/<bundle name>).")
 @click.option("--serial", default=None, help="Android: adb device serial.")
 def command(bundle, drive, probe, probe_target, tflm_dir, binary, make_arg, host, port, dest, serial):
@@ -50,12 +52,17 @@ def command(bundle, drive, probe, probe_target, tflm_dir, binary, make_arg, host
         if not drive and not probe:
             raise DeviceError("say where the firmware goes: --drive <mounted board drive> or --probe (pyOCD)",
                               hint="Nothing was flashed.")
+        # Cheap checks first: a missing drive or a bad argument is reported before any build.
+        if drive and not drive.is_dir():
+            raise DeviceError(f"drive {drive} is not mounted (no such directory)",
+                              hint="Plug the board in and pass the mount point of its USB drive, e.g. "
+                                   "/media/$USER/DAPLINK. Nothing was flashed.")
+        deploy.validate_make_args(make_arg)
         if binary is None:
             built = bundle / "tflm" / "firmware.bin"
             binary = built if built.is_file() and tflm_dir is None else deploy.build_firmware(
                 bundle, tflm_dir=tflm_dir, make_args=list(make_arg))
-        if not binary.is_file():
-            raise DeviceError(f"firmware {binary} does not exist")
+        deploy.check_firmware(binary)
         result = (deploy.copy_to_drive(binary, drive) if drive
                   else deploy.flash_with_probe(binary, target_type=probe_target))
     elif kind == "rpi":

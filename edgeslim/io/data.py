@@ -9,7 +9,7 @@
 
 The task is "classification" when labels are integers (shape (N,) or (N, 1)), or floats that
 are all whole numbers with shape (N,); otherwise "regression" (e.g. an autoencoder, y = x).
-Pass ``task=`` to override. Files are opened read-only (``.npz`` without pickle).
+Pass ``task=`` (Python API) to override. Files are opened read-only (``.npz`` without pickle).
 """
 
 from __future__ import annotations
@@ -355,10 +355,33 @@ def _detect_task(y: np.ndarray) -> str:
     return CLASSIFICATION if y.ndim == 1 and _is_whole(y) else REGRESSION
 
 
+# A class label above this is not a class index (np.bincount over it would allocate
+# 8 bytes per possible class: 2**40 asks for 8 TiB).
+MAX_CLASS_LABEL = 1 << 20
+# The Python API's override of the task detection (the CLI has no such option).
+_TASK_OVERRIDE = "from Python, load_data(..., task='regression') overrides the detection"
+
+
+def _is_one_hot(y: np.ndarray) -> bool:
+    """Rows of 0s with exactly one 1, at least two columns: one-hot class labels."""
+    if y.ndim != 2 or y.shape[1] < 2 or len(y) == 0:
+        return False
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        return False
+    return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+
+
 def _prepare_targets(path: Path, arrays: dict, task: str | None):
     """Settle the task and put targets in the form the stages use."""
     notes = []
     y_train = arrays["train"][1]
+    one_hot = task != REGRESSION and all(_is_one_hot(y) for _, y in arrays.values())
+    if one_hot:
+        arrays = {s: (x, np.argmax(y, axis=1)) for s, (x, y) in arrays.items()}
+        notes.append(f"one-hot labels ({y_train.shape[1]} columns) read as class indices "
+                     "(argmax of each row)")
+        y_train = arrays["train"][1]
+        task = task or CLASSIFICATION
     if task is None:
         task = _detect_task(y_train)
         why = (
@@ -366,7 +389,7 @@ def _prepare_targets(path: Path, arrays: dict, task: str | None):
             if task == CLASSIFICATION
             else f"y_train is {y_train.dtype} with shape {y_train.shape[1:]}"
         )
-        notes.append(f"task detected: {task} ({why}); pass task= to override")
+        notes.append(f"task detected: {task} ({why}); {_TASK_OVERRIDE}")
     out = {}
     for split, (x, y) in arrays.items():
         if task == CLASSIFICATION:
@@ -375,18 +398,26 @@ def _prepare_targets(path: Path, arrays: dict, task: str | None):
             if y.ndim != 1:
                 raise DataError(
                     f"{path}: y_{split} has shape {y.shape} but classification labels must be "
-                    "one integer per sample, shape (N,) or (N, 1)",
-                    hint="Convert one-hot labels with y.argmax(axis=1), or pass task='regression'.",
+                    "one integer per sample, shape (N,) or (N, 1), or one-hot rows",
+                    hint="Save integer class labels (one-hot rows are read as y.argmax(axis=1)).",
                 )
-            if y.dtype.kind == "f" and not _is_whole(y):
+            if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and _is_whole(y)):
                 raise DataError(
-                    f"{path}: y_{split} holds fractional values but the task is classification",
-                    hint="Give integer class labels, or pass task='regression'.",
+                    f"{path}: y_{split} holds fractional values (or NaN or infinite ones) but the task is "
+                    "classification",
+                    hint=f"Give integer class labels 0, 1, ..., num_classes - 1 ({_TASK_OVERRIDE}).",
                 )
-            if int(y.min()) < 0:
+            if len(y) and float(y.min()) < 0:
                 raise DataError(
                     f"{path}: y_{split} holds the negative label {int(y.min())}",
                     hint="Class labels must be 0, 1, ..., num_classes - 1.",
+                )
+            if len(y) and float(y.max()) >= MAX_CLASS_LABEL:
+                raise DataError(
+                    f"{path}: y_{split} holds the label {int(y.max())}, which is not a class index "
+                    f"(labels must be 0, 1, ..., num_classes - 1, below {MAX_CLASS_LABEL})",
+                    hint="Map the labels to 0..num_classes-1 first, e.g. "
+                         "np.unique(y, return_inverse=True)[1].",
                 )
             y = y.astype(np.int64)
         else:
@@ -421,8 +452,7 @@ def _split_off(x, y, n: int, *, task: str, seed: int):
     stratify = None
     note = "random"
     if task == CLASSIFICATION:
-        counts = np.bincount(y)
-        present = counts[counts > 0]
+        present = np.unique(y, return_counts=True)[1]
         if present.min() >= 2 and n >= len(present) and len(y) - n >= len(present):
             stratify, note = y, "stratified"
     x_keep, x_out, y_keep, y_out = train_test_split(
@@ -495,7 +525,7 @@ def check_data_fits_model(ds: Dataset, model) -> None:
             raise DataError(
                 f"classification labels need a model output of shape (num_classes,), "
                 f"the model outputs {_fmt(out_shape)}",
-                hint="Pass task='regression' if the targets are arrays.",
+                hint=f"Give one integer label per sample ({_TASK_OVERRIDE}).",
             )
         units = int(out_shape[0])
         if units == 1:

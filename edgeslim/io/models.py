@@ -111,6 +111,8 @@ def _load_keras_archive(path: Path, *, trust: bool) -> LoadedModel:
             meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
     except ModelLoadError:
         raise
+    except RecursionError:
+        raise _too_deep(path) from None
     except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(
             f"{path}: not a valid .keras file ({short_error(exc)})",
@@ -161,6 +163,8 @@ def _load_h5(path: Path, *, trust: bool) -> LoadedModel:
         version = version.decode("utf-8")
     try:
         config = json.loads(raw)
+    except RecursionError:
+        raise _too_deep(path) from None
     except ValueError as exc:
         raise ModelLoadError(
             f"{path}: the model architecture stored in the .h5 file is not valid JSON "
@@ -300,8 +304,33 @@ def _find_functions(obj) -> bool:
     return False
 
 
+# How deep a model's JSON configuration may nest. Keras models nested several levels deep
+# stay well under 100; the readers here and in Keras recurse once or twice per level, so a
+# crafted file nested ~500 deep would end in RecursionError instead of a message.
+MAX_CONFIG_DEPTH = 200
+
+
+def _too_deep(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path}: the model configuration is nested more than {MAX_CONFIG_DEPTH} levels deep; "
+        "no Keras model is, so the file is damaged or crafted",
+        hint="Save the model again with model.save('model.keras').")
+
+
+def _check_nesting(config, *, path: Path) -> None:
+    """Refuse a configuration nested deeper than MAX_CONFIG_DEPTH (walked without recursion)."""
+    stack = [(config, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise _too_deep(path)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
 def _refuse_unsafe(config, *, path: Path, trust: bool, notes: list[str], nested=True) -> None:
     """Refuse Lambda layers, custom layer classes and serialized functions unless trusted."""
+    _check_nesting(config, path=path)
     known = _known_layer_classes()
     for cls, name, entry in _iter_layer_entries(config, nested=nested):
         if is_op_entry(entry):

@@ -68,8 +68,11 @@ def test_flash_mcu_without_tflm_tree_is_clear(tmp_path, monkeypatch):
 def test_flash_copies_binary_to_mbed_drive(tmp_path):
     """A temporary directory stands in for the board's mounted mbed (DAPLink) drive."""
     (tmp_path / "bundle" / "tflm").mkdir(parents=True)
-    src = tmp_path / "model_data.c"
-    src.write_text("const unsigned char g_m[] = {1, 2, 3, 4, 5};\n")
+    # The smallest image `flash` accepts as firmware: a vector table (initial SP in SRAM, a
+    # Thumb reset address) and one byte of code, compiled and objcopy'd by the real toolchain.
+    src = tmp_path / "vectors.c"
+    src.write_text("const unsigned int g_vectors[2] = {0x20001000u, 0x00000009u};\n"
+                   "const unsigned char g_code[1] = {5};\n")
     obj, binary = tmp_path / "m.o", tmp_path / "firmware.bin"
     subprocess.run(["arm-none-eabi-gcc", "-mthumb", "-mcpu=cortex-m4", "-c", str(src), "-o", str(obj)], check=True)
     subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", "-j", ".rodata", str(obj), str(binary)], check=True)
@@ -77,8 +80,9 @@ def test_flash_copies_binary_to_mbed_drive(tmp_path):
     drive.mkdir()
     r = invoke("flash", str(tmp_path / "bundle"), "--drive", str(drive), "--binary", str(binary))
     assert r.exit_code == 0, r.output
-    assert (drive / "firmware.bin").read_bytes() == binary.read_bytes() == bytes([1, 2, 3, 4, 5])
-    assert f"copied 5 bytes to {drive / 'firmware.bin'}" in r.output
+    assert (drive / "firmware.bin").read_bytes() == binary.read_bytes()
+    assert binary.read_bytes()[:9] == bytes.fromhex("00100020" "09000000" "05")
+    assert f"copied 9 bytes to {drive / 'firmware.bin'}" in r.output
     missing = invoke("flash", str(tmp_path / "bundle"), "--drive", str(tmp_path / "nodrive"), "--binary", str(binary))
     assert missing.exit_code == 2 and "not mounted" in missing.output
 
