@@ -80,6 +80,14 @@ def test_int8_tflite_to_cortex_m4_c_bundle_runs_bit_exact_on_the_emulated_board(
     bench = json.loads((b / "bench.json").read_text())
     assert bench["reference"] == "tflite-micro" and bench["complete"] is True
     assert bench["agreement"]["compared"] == bench["agreement"]["bit_exact"] == 6
+    # and for a Raspberry Pi: the agent's bundle, the model as it came
+    res = run("build", models / f"{name}.tflite", "--target", "rpi4", "-o", out)
+    assert res.exit_code == 0, res.output
+    pi = out / "rpi4"
+    for f in ("agent.py", "install.sh", "edgeslim-agent.service", "README.md", "manifest.json", "report.md"):
+        assert (pi / f).is_file(), f
+    assert (pi / "model.tflite").read_bytes() == model_bytes
+    assert json.loads((pi / "manifest.json").read_text())["extra"]["source"]["sha256"] == sha
 
 
 @pytest.mark.timeout(600)
