@@ -413,6 +413,7 @@ def build(
         bundle.write_target_files(
             tmp, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes, model_name=model_name,
             labels=labels or (list(ds.class_names) if ds.class_names else None), check=check,
+            reference=(ds.x_test, ds.y_test),
         )
         if backend == "c":
             from edgeslim.codegen import generate
