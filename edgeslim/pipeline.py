@@ -194,6 +194,9 @@ def build(
             f"--backend c is for microcontroller targets; {target} is a {tgt.kind} target",
             "Use a cortex-m* target, or drop --backend.",
         )
+    if tgt.kind == "web":  # the runtime files the bundle copies: refuse now, not after training
+        from edgeslim.bundle.web import check_runtime
+        check_runtime()
     if isinstance(recipe, recipe_mod.Recipe):
         rcp = recipe
     else:

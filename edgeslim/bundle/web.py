@@ -72,7 +72,8 @@ def litertjs_dir() -> Path:
     return cache / "edgeslim" / f"litertjs-{LITERTJS_VERSION}"
 
 
-def _runtime_source() -> Path:
+def check_runtime() -> Path:
+    """The LiteRT.js cache folder, or a TargetError naming the set-up step that fills it."""
     src = litertjs_dir()
     missing = [rel for rel in _RUNTIME_FILES if not (src / rel).is_file()]
     if missing:
@@ -248,7 +249,7 @@ def write_web(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
     samples); without it, seeded random inputs across the input's range are used.
     ``front_end``: how the page turns an image into the input (see :func:`_front_end`)."""
     bundle_dir = Path(bundle_dir)
-    src = _runtime_source()
+    src = check_runtime()
     model_io(model_bytes)  # refuses an int8-I/O model before anything is written
     model_bytes = static_batch(model_bytes)
     io_spec = model_io(model_bytes)
