@@ -234,6 +234,13 @@ def test_page_classifies_and_agrees_with_host_litert(server, bundle, browser, di
     assert res["correct"] / N_TEST >= 0.9, res["correct"]
     assert res["top"][0]["label"] == LABELS[int(host[0].argmax())]
     assert f"{res['correct']} of {N_TEST} match the labels" in browser.text("summary")
+    # the page as a field worker sees it after classifying a file: kept as an artefact
+    shot = artefacts / "web_bundle_page.png"
+    browser.driver.save_screenshot(str(shot))
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert img.shape[0] > 500 and img.shape[1] > 500 and img.std() > 10  # a page, not a blank
     # benchmark panel: latency figures exist and are ordered (no speed asserted)
     bench = browser.run("edgeslim.runBenchmark(10, 2)")
     assert bench["runs"] == 10 and 0 < bench["median_ms"] <= bench["p90_ms"]
@@ -245,12 +252,6 @@ def test_page_classifies_and_agrees_with_host_litert(server, bundle, browser, di
     # every request went to the loopback server: nothing from a CDN
     origin = server.url.rstrip("/")
     assert all(u.startswith(origin) for u in browser.resource_urls()), browser.resource_urls()
-    shot = artefacts / "web_bundle_page.png"
-    browser.driver.save_screenshot(str(shot))
-    from PIL import Image
-
-    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
-    assert img.shape[0] > 500 and img.shape[1] > 500 and img.std() > 10  # a page, not a blank
 
 
 def test_image_input_uses_the_stated_front_end(server, browser, digits, tmp_path):

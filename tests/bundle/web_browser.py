@@ -26,7 +26,7 @@ def _find(name: str) -> str:
 
 
 class Browser:
-    def __init__(self, profile_dir: Path, *, width: int = 900, height: int = 1200):
+    def __init__(self, profile_dir: Path, *, width: int = 900, height: int = 1600):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
