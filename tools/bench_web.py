@@ -10,7 +10,8 @@ int8 with float32 I/O (the web profile's int8_io = false) and written as a web b
   benchmark panel (median and p90 per inference, warm-up excluded; each timed sample runs
   the model enough times to last >= 20 ms, as the browser's clock is coarsened to 0.1 ms);
 - on the host in the same run: LiteRT (ai-edge-litert, XNNPACK, num_threads=1, as the
-  browser's wasm build has no threads), timed the same way;
+  browser's wasm build has no threads), timed the same way (set input, invoke, read
+  output, as the page's inference does: Tensor in, run, array out);
 - agreement: the test inputs (up to --n) run in the page through its .npz input and
   compared with host LiteRT in int8 steps of the output quantization: bit-exact count,
   within-1-step count, top-1 agreement count, largest difference;
@@ -55,20 +56,27 @@ def _log(msg: str) -> None:
 
 
 def host_latency(model_bytes: bytes, x: np.ndarray, *, runs: int, warmup: int = 5) -> dict:
-    """Host LiteRT per inference, timed as the page times itself (samples of >= 20 ms)."""
+    """Host LiteRT per inference, timed as the page times itself (samples of >= 20 ms), input
+    set and output read included as in the page."""
     from ai_edge_litert.interpreter import Interpreter
 
     ip = Interpreter(model_content=model_bytes, num_threads=1)
     ip.allocate_tensors()
-    i = ip.get_input_details()[0]["index"]
-    ip.set_tensor(i, x[:1].astype(np.float32))
-    for _ in range(warmup):
+    i, o = ip.get_input_details()[0]["index"], ip.get_output_details()[0]["index"]
+    x1 = x[:1].astype(np.float32)
+
+    def one():  # what the page's infer() does: input in, run, output out
+        ip.set_tensor(i, x1)
         ip.invoke()
+        return ip.get_tensor(o)
+
+    for _ in range(warmup):
+        one()
     inner = 1
     while True:
         t = time.perf_counter()
         for _ in range(inner):
-            ip.invoke()
+            one()
         if time.perf_counter() - t >= 0.02 or inner >= 4096:
             break
         inner *= 2
@@ -76,7 +84,7 @@ def host_latency(model_bytes: bytes, x: np.ndarray, *, runs: int, warmup: int = 
     for _ in range(runs):
         t = time.perf_counter()
         for _ in range(inner):
-            ip.invoke()
+            one()
         samples.append((time.perf_counter() - t) * 1e3 / inner)
     s = sorted(samples)
     return {"median_ms": float(np.median(s)), "p90_ms": float(s[min(len(s) - 1, int(np.ceil(0.9 * len(s))) - 1)]),

@@ -166,7 +166,7 @@ def _front_end(io_spec: dict, front_end: dict | None) -> dict:
         lo = (-128 - q["zero_point"]) * q["scale"]
         hi = (127 - q["zero_point"]) * q["scale"]
         fe["image"] = {"height": shape[1], "width": shape[2], "channels": shape[3],
-                       "range": [round(max(lo, 0.0) if lo > -q["scale"] else lo, 6), round(hi, 6)],
+                       "range": [round(lo, 6), round(hi, 6)],
                        "ink": "light"}
         fe["source"] = ("image range derived from the input quantization (the calibration data's "
                         "range); edit web.json's front_end if your model was trained otherwise")

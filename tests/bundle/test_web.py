@@ -152,6 +152,19 @@ def test_bundle_files_runtime_and_manifest(bundle, web_model_bytes):
     assert np.array_equal(ref["expected_q"], _host_steps(shipped, ref["x"]))
 
 
+def test_web_profile_checks_like_the_pi(web_model_bytes):
+    from edgeslim.targets import check_model
+
+    web, pi = load_target("web"), load_target("rpi4")
+    assert (web.kind, web.runtime) == ("web", "litert.js")
+    assert web.ops == pi.ops  # every builtin op: LiteRT.js's wasm carries TFLite's resolver
+    assert web.recipe["build"] == {"stages": ["channels"], "int8_io": False}
+    assert web.recipe["channels"] == pi.recipe["channels"]
+    assert "QUANTIZE" in web.op_constraints
+    result = check_model(web_model_bytes, web)
+    assert result.kind == "web" and "CONV_2D" in result.ops
+
+
 def test_int8_io_model_refused(tmp_path, tiny_cnn_bytes):
     with pytest.raises(TargetError) as exc:
         write_target_files(tmp_path, load_target("web"), model_bytes=tiny_cnn_bytes, fp16_bytes=None,
@@ -197,6 +210,30 @@ def test_server_mime_types_and_no_listing(server):
     with pytest.raises(urllib.error.HTTPError) as exc:
         urllib.request.urlopen(server.url + "litert/", timeout=10)
     assert exc.value.code == 404
+
+
+def test_server_speaks_https_with_a_given_certificate(bundle, tmp_path):
+    import ssl
+    import urllib.request
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    server = make_server(bundle, port=0, certfile=cert, keyfile=key, quiet=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{server.server_address[1]}/web.json"
+        with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
+            assert json.loads(r.read())["format"] == "edgeslim-web/1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join(10)
+    with pytest.raises(TargetError, match="cannot use the TLS certificate"):
+        make_server(bundle, port=0, certfile=key, keyfile=None)
 
 
 def test_serve_refuses_a_folder_that_is_not_a_web_bundle(tmp_path):
