@@ -55,8 +55,19 @@ _RUNTIME_FILES = {
     "wasm-utils/package.json": "litert/wasm-utils.package.json",
     "LICENSE": "litert/LICENSE",
 }
-_PAGE_FILES = ("index.html", "app.js", "npy.js", "sha256.js", "style.css", "sw.js",
+_PAGE_FILES = ("index.html", "app.js", "npy.js", "sha256.js", "audio.js", "style.css", "sw.js",
                "app.webmanifest", "icon.svg")
+# Audio front ends the page computes (firmware_templates/web/audio.js), by name. The
+# MLPerf Tiny keyword-spotting front end, as ../shared/data/spoken_digits_kws.npz was
+# made: 1 s at 16 kHz, 30 ms Hann windows every 20 ms, |STFT| (512-point FFT), 40 mel
+# bins 20-4000 Hz, log(mel + 1e-6), 10 MFCCs (tf.signal's definitions) -> (49, 10, 1).
+AUDIO_FRONT_ENDS = {
+    "mlperf-tiny-kws": {
+        "name": "MLPerf Tiny keyword spotting MFCC", "kind": "mfcc", "sample_rate": 16000,
+        "clip_samples": 16000, "frame_length": 480, "frame_step": 320, "fft_length": 512,
+        "mel_bins": 40, "lower_hz": 20.0, "upper_hz": 4000.0, "log_offset": 1e-6, "coefficients": 10,
+    },
+}
 N_REFERENCE = 8
 _IO_TYPES = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32",
              np.dtype(np.uint8): "uint8"}
@@ -158,8 +169,23 @@ def _front_end(io_spec: dict, front_end: dict | None) -> dict:
     shape = io_spec["input"]["shape"]
     fe = {"tensor": {"shape": shape[1:], "dtype": io_spec["input"]["dtype"]}}
     if front_end is not None:
+        front_end = dict(front_end)
+        audio = front_end.get("audio")
+        if isinstance(audio, str):
+            if audio not in AUDIO_FRONT_ENDS:
+                raise TargetError(f"unknown audio front end {audio!r}",
+                                  hint=f"Known: {', '.join(AUDIO_FRONT_ENDS)}.")
+            front_end["audio"] = dict(AUDIO_FRONT_ENDS[audio])
+        if front_end.get("audio"):
+            a = front_end["audio"]
+            frames = 1 + (a["clip_samples"] - a["frame_length"]) // a["frame_step"]
+            n_in = int(np.prod(shape[1:]))
+            if frames * a["coefficients"] != n_in:
+                raise TargetError(
+                    f"the audio front end gives {frames} x {a['coefficients']} features, the model "
+                    f"takes {shape[1:]}", hint="State the front end the model was trained with.")
         fe.update(front_end)
-        fe.setdefault("source", "stated by the caller of edgeslim.bundle.web.write_web")
+        fe.setdefault("source", "stated at build time (edgeslim.bundle.web.write_web's front_end)")
         return fe
     q = io_spec["input"]["quantization"]
     if len(shape) == 4 and shape[3] in (1, 3) and q is not None:

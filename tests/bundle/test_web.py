@@ -137,7 +137,7 @@ def test_bundle_files_runtime_and_manifest(bundle, web_model_bytes):
     # the runtime is shipped with its licence, and nothing points at a CDN
     assert "Apache License" in (bundle / "litert/LICENSE").read_text()
     assert json.loads((bundle / "litert/package.json").read_text())["version"] == "2.5.3"
-    for page in ("index.html", "app.js", "sw.js", "npy.js"):
+    for page in ("index.html", "app.js", "sw.js", "npy.js", "audio.js"):
         text = (bundle / page).read_text()
         assert "http://" not in text and "https://" not in text, page
     # the shipped model is the build's with the batch pinned to 1: same outputs
@@ -390,7 +390,8 @@ def test_service_worker_serves_everything_with_the_server_stopped(bundle, browse
         assert st["ready"], st
         st = browser.wait(lambda s: s["offline"] is not None, 30, "the service worker")
         assert st["offline"] == "ready", st
-        assert "all 20 files are stored" in browser.text("offline")
+        n_files = len(json.loads((bundle / "web.json").read_text())["precache"])
+        assert f"all {n_files} files are stored" in browser.text("offline")
     finally:
         _stop(proc)
     host, port = url.split("//")[1].rstrip("/").split(":")
@@ -417,3 +418,114 @@ def test_file_url_says_what_it_can_do(bundle, browser):
     assert "edgeslim serve" in browser.text("file-note")
     assert "refused to load app.js from a file:// page" in browser.text("error")
     assert browser.text("status") == "Not running"
+
+
+# --------------------------------------------------------------------------- sound
+
+
+def _tf_mfcc(clip: np.ndarray) -> np.ndarray:
+    """The stated front end (AUDIO_FRONT_ENDS["mlperf-tiny-kws"]) with TensorFlow's own ops."""
+    from edgeslim._tf import tf
+
+    spec = tf.abs(tf.signal.stft(clip, 480, 320, 512, window_fn=tf.signal.hann_window))
+    mel = tf.signal.linear_to_mel_weight_matrix(40, 257, 16000, 20.0, 4000.0)
+    log_mel = tf.math.log(tf.tensordot(spec, mel, 1) + 1e-6)
+    return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :10].numpy()
+
+
+@pytest.fixture(scope="module")
+def kws_bundle(tmp_path_factory):
+    """A small keyword-shaped model (input (49, 10, 1) MFCCs, 12 classes), its weights
+    seeded, not trained (what is tested is the front end and the runtime, not accuracy),
+    int8 with float I/O, bundled with the MLPerf Tiny KWS front end."""
+    from edgeslim._tf import keras
+    from edgeslim.convert import to_int8_tflite
+
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((49, 10, 1))
+    x = keras.layers.Conv2D(16, (10, 4), strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(12, activation="softmax")(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(7)
+    calib = (rng.standard_normal((64, 49, 10, 1)) * np.array([30, 7, 7, 3.5, 2.3, 1.9, 1.5, 1.3, 1.2, 1.1])[None, None, :, None]
+             - np.array([16] + [0] * 9)[None, None, :, None]).astype(np.float32)
+    model_bytes = to_int8_tflite(model, calib, int8_io=False)
+    d = tmp_path_factory.mktemp("web_kws")
+    (d / "model.tflite").write_bytes(model_bytes)
+    labels = ["silence", "unknown"] + LABELS
+    write_target_files(d, load_target("web"), model_bytes=model_bytes, fp16_bytes=None, model_name="kws web",
+                       labels=labels, check=None, reference=calib[:8], front_end={"audio": "mlperf-tiny-kws"})
+    return d
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> np.ndarray:
+    import wave
+
+    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return pcm.astype(np.float32) / 32768.0  # what a WAV decoder gives back
+
+
+def test_sound_file_goes_through_the_stated_front_end(kws_bundle, browser, tmp_path):
+    """A 0.75 s WAV (a chirp in noise) -> MFCCs in the page == TensorFlow's tf.signal
+    front end on the same samples (tolerance 2e-3 absolute, float32 vs float64 FFTs;
+    features span about +-100), and the outputs within TOLERANCE_STEPS of host LiteRT
+    on TensorFlow's features."""
+    cfg = json.loads((kws_bundle / "web.json").read_text())
+    assert cfg["front_end"]["audio"]["frame_length"] == 480 and cfg["front_end"]["audio"]["coefficients"] == 10
+    rng = np.random.default_rng(3)
+    t = np.arange(12000) / 16000
+    sound = 0.4 * np.sin(2 * np.pi * (300 * t + 1800 * t * t)) * np.hanning(len(t)) + 0.01 * rng.standard_normal(len(t))
+    decoded = _write_wav(tmp_path / "word.wav", sound)
+    clip = np.zeros(16000, np.float32)
+    clip[(16000 - len(decoded)) // 2:][:len(decoded)] = decoded  # centred, as the page does
+    want = _tf_mfcc(clip)
+    srv = ServerThread(kws_bundle)
+    try:
+        st = browser.open(srv.url)
+        assert st["ready"], st
+        assert browser.visible("sound-file") and browser.visible("record")
+        st = browser.upload(tmp_path / "word.wav", element_id="sound-file")
+        assert st["error"] is None, st["error"]
+        feats = np.array(browser.driver.execute_script("return edgeslim.features")).reshape(49, 10)
+        assert np.abs(feats - want).max() < 2e-3, np.abs(feats - want).max()
+        host = _host_steps((kws_bundle / "model.tflite").read_bytes(), want[None, :, :, None])
+        assert np.abs(np.array(st["result"]["steps_all"]) - host).max() <= TOLERANCE_STEPS
+        (tmp_path / "noise.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
+        st = browser.upload(tmp_path / "noise.wav", element_id="sound-file")
+        assert "noise.wav is not a sound file this browser can decode" in st["error"]
+    finally:
+        srv.stop()
+
+
+def test_microphone_records_and_classifies(kws_bundle, tmp_path):
+    """Chromium's fake capture device plays a WAV as the microphone (no sound hardware
+    here): one second is recorded, resampled to 16 kHz, turned into MFCCs, classified."""
+    t = np.arange(16000) / 16000
+    _write_wav(tmp_path / "mic.wav", 0.3 * np.sin(2 * np.pi * 440 * t))
+    b = Browser(tmp_path / "profile", extra_args=["--use-fake-device-for-media-stream",
+                                                  "--use-fake-ui-for-media-stream",
+                                                  f"--use-file-for-fake-audio-capture={tmp_path / 'mic.wav'}"])
+    srv = ServerThread(kws_bundle)
+    try:
+        st = b.open(srv.url)
+        assert st["ready"], st
+        b.driver.execute_script("edgeslim.result = null; edgeslim.error = null;")
+        b.driver.find_element("id", "record").click()
+        st = b.wait(lambda s: s["result"] is not None or s["error"], 30, "the recording")
+        assert st["error"] is None, st["error"]
+        assert st["result"]["source"].startswith("microphone") and st["result"]["count"] == 1
+        feats = np.array(b.driver.execute_script("return edgeslim.features")).reshape(49, 10)
+        # a 440 Hz tone was captured, not silence: the first coefficient (the mean log mel
+        # energy) is far above what an all-zero second gives (log(1e-6) in every bin)
+        silent = _tf_mfcc(np.zeros(16000, np.float32))
+        assert feats[:, 0].mean() > silent[:, 0].mean() + 50
+    finally:
+        srv.stop()
+        b.quit()

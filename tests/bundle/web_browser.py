@@ -26,7 +26,8 @@ def _find(name: str) -> str:
 
 
 class Browser:
-    def __init__(self, profile_dir: Path, *, width: int = 900, height: int = 1600):
+    def __init__(self, profile_dir: Path, *, width: int = 900, height: int = 1600,
+                 extra_args: list[str] | None = None):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -36,7 +37,8 @@ class Browser:
                     "--no-first-run", "--disable-extensions", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                    f"--user-data-dir={profile_dir}", f"--window-size={width},{height}"):
+                    f"--user-data-dir={profile_dir}", f"--window-size={width},{height}",
+                    *(extra_args or [])):
             opts.add_argument(arg)
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(options=opts, service=Service(_find(CHROMEDRIVER)))
@@ -50,7 +52,7 @@ class Browser:
         return self.driver.execute_script(
             "const s = window.edgeslim; if (!s) return null;"
             "return {ready: s.ready, error: s.error, offline: s.offline, agreement: s.agreement,"
-            " result: s.result, modelSha: s.modelSha, bench: s.bench,"
+            " result: s.result, modelSha: s.modelSha, bench: s.bench, features: s.features,"
             " controlled: !!(navigator.serviceWorker && navigator.serviceWorker.controller)};")
 
     def wait(self, predicate, timeout: float = 30.0, what: str = "the page"):
