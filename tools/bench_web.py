@@ -15,6 +15,8 @@ int8 with float32 I/O (the web profile's int8_io = false) and written as a web b
 - agreement: the test inputs (up to --n) run in the page through its .npz input and
   compared with host LiteRT in int8 steps of the output quantization: bit-exact count,
   within-1-step count, top-1 agreement count, largest difference;
+- spoken words (kws): the ten digit words spoken by espeak-ng in three voices, given to
+  the page as WAV files: its own front end (audio.js, MLPerf Tiny MFCC) and the model;
 - size: model, runtime files (LiteRT.js: JS + both wasm builds), page (HTML, JS, CSS,
   service worker, manifest, icon, web.json, reference.npz).
 
@@ -114,7 +116,8 @@ def sizes(bundle: Path) -> dict:
     return {"model": model, "runtime": runtime, "page": page, "total": model + runtime + page}
 
 
-def write_bundle(model_path: Path, arrays: dict, labels, out: Path, name: str) -> tuple[Path, bytes]:
+def write_bundle(model_path: Path, arrays: dict, labels, out: Path, name: str,
+                 front_end: dict | None = None) -> tuple[Path, bytes]:
     from edgeslim.bundle import write_target_files
     from edgeslim.bundle.manifest import write_manifest
     from edgeslim.convert import to_int8_tflite
@@ -127,9 +130,33 @@ def write_bundle(model_path: Path, arrays: dict, labels, out: Path, name: str) -
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(model_bytes)
     write_target_files(out, target, model_bytes=model_bytes, fp16_bytes=None, model_name=name,
-                       labels=labels, check=None, reference=(arrays["x_test"], arrays["y_test"]))
+                       labels=labels, check=None, reference=(arrays["x_test"], arrays["y_test"]),
+                       front_end=front_end)
     write_manifest(out, target=target, model_path=out / "model.tflite", extra={})
     return out, (out / "model.tflite").read_bytes()
+
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+VOICES = ("en", "en-us", "en-gb-x-rp")
+
+
+def spoken_words(work: Path) -> list[tuple[Path, str]]:
+    """The ten digit words, spoken by espeak-ng (Debian) in a few voices, as WAV files:
+    real sound through the page's WAV -> MFCC path (the data set was made with espeak-ng
+    too, but these voices' exact variants are not in it)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        return []
+    out = []
+    for voice in VOICES:
+        for word in WORDS:
+            wav = work / f"{voice}-{word}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), word], check=True,
+                           capture_output=True, timeout=60)
+            out.append((wav, word))
+    return out
 
 
 def bench_one(name: str, bundle: Path, model_bytes: bytes, arrays: dict, *, n: int, runs: int,
@@ -153,6 +180,12 @@ def bench_one(name: str, bundle: Path, model_bytes: bytes, arrays: dict, *, n: i
         if st["error"]:
             raise SystemExit(f"{name}: the page refused the inputs: {st['error']}")
         page = np.array(st["result"]["steps_all"])
+        words = []
+        if json.loads((bundle / "web.json").read_text())["front_end"].get("audio"):
+            for wav, word in spoken_words(work):
+                st = browser.upload(wav, element_id="sound-file")
+                got = None if st["error"] else st["result"]["top"][0]["label"]
+                words.append({"file": wav.name, "word": word, "page": got, "error": st["error"]})
         # alternate browser and host twice, so a load change hits both
         web_runs, host_runs = [], []
         for _ in range(2):
@@ -181,6 +214,8 @@ def bench_one(name: str, bundle: Path, model_bytes: bytes, arrays: dict, *, n: i
                       "correct_browser": int((page.argmax(1) == y).sum()),
                       "correct_host": int((ref.argmax(1) == y).sum())},
         "size_bytes": sizes(bundle),
+        "spoken_words": {"count": len(words), "right": sum(w["page"] == w["word"] for w in words),
+                         "voices": list(VOICES), "words": words} if words else None,
     }
 
 
@@ -229,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                 epochs = args.kws_epochs if task_name == "kws" else task.train_epochs
                 model_path, _ = bc.float_model(task, npz, folder, seed=args.seed, epochs=epochs)
             _log(f"{task_name}: web bundle from {model_path}")
-            bundle, model_bytes = write_bundle(model_path, arrays, labels, work / f"{task_name}-web", task_name)
+            front_end = {"audio": "mlperf-tiny-kws"} if task_name == "kws" else None
+            bundle, model_bytes = write_bundle(model_path, arrays, labels, work / f"{task_name}-web", task_name,
+                                               front_end=front_end)
             _log(f"{task_name}: in Chromium and on the host")
             rows.append(bench_one(task_name, bundle, model_bytes, arrays, n=min(args.n, len(arrays["x_test"])),
                                   runs=args.runs, work=work))
@@ -238,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(rows))
+    for r in rows:
+        if r.get("spoken_words"):
+            w = r["spoken_words"]
+            print(f"\n{r['model']}: spoken words (espeak-ng, voices {', '.join(w['voices'])}) as WAV "
+                  f"files through the page's MFCC front end: {w['right']} of {w['count']} right")
     return 0
 
 

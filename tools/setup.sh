@@ -3,7 +3,8 @@
 #  - Debian packages: the Arm cross-compiler, newlib and QEMU (the emulated Cortex-M boards);
 #  - Node.js/npm, to fetch LiteRT.js (npm @litertjs/core, pinned) into edgeslim's cache,
 #    from which every web bundle copies it (no network at build or run time), and
-#    Chromium + chromedriver, the real browser the web bundle's tests drive;
+#    Chromium + chromedriver, the real browser the web bundle's tests drive, and
+#    espeak-ng, whose spoken words tools/bench_web.py feeds to the page's audio input;
 #  - a virtual environment (.venv, or $VENV) with edgeslim and its test dependencies.
 # Safe to run again: it installs only what is missing.
 # Usage: tools/setup.sh [--editable]   (--editable: a developer install of this checkout)
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make
-              nodejs npm chromium chromium-driver)
+              nodejs npm chromium chromium-driver espeak-ng)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
