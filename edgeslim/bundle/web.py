@@ -273,7 +273,8 @@ def write_web(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
 
     ``reference``: ``x`` or ``(x, y)``, a few real inputs (the build passes test
     samples); without it, seeded random inputs across the input's range are used.
-    ``front_end``: how the page turns an image into the input (see :func:`_front_end`)."""
+    ``front_end``: how the page turns a picture or a sound into the input, e.g.
+    ``{"audio": "mlperf-tiny-kws"}`` (see :func:`_front_end`, :data:`AUDIO_FRONT_ENDS`)."""
     bundle_dir = Path(bundle_dir)
     src = check_runtime()
     model_io(model_bytes)  # refuses an int8-I/O model before anything is written
@@ -283,6 +284,9 @@ def write_web(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
     if labels and len(labels) != n_out:
         raise TargetError(f"{len(labels)} labels for a model with {n_out} outputs",
                           hint="Give one label per output class, in the order of the model's outputs.")
+    # everything that can refuse the inputs runs before the first file is written
+    front = _front_end(io_spec, front_end)
+    ref_info, ref_bytes = _reference(model_bytes, io_spec, reference)
     written = []
     model_path = bundle_dir / "model.tflite"
     if not model_path.is_file() or model_path.read_bytes() != bytes(model_bytes):
@@ -293,7 +297,6 @@ def write_web(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / rel_src, dst)
         written.append(dst)
-    ref_info, ref_bytes = _reference(model_bytes, io_spec, reference)
     (bundle_dir / "reference.npz").write_bytes(ref_bytes)
     written.append(bundle_dir / "reference.npz")
     sha = hashlib.sha256(bytes(model_bytes)).hexdigest()
@@ -306,7 +309,7 @@ def write_web(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
         "io": io_spec,
         "labels": list(labels) if labels else [f"class {i}" for i in range(n_out)],
         "labels_given": bool(labels),
-        "front_end": _front_end(io_spec, front_end),
+        "front_end": front,
         "reference": ref_info,
         "runtime": {"name": "LiteRT.js", "package": "@litertjs/core", "version": LITERTJS_VERSION,
                     "license": "Apache-2.0", "accelerator": "wasm"},

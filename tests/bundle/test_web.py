@@ -173,6 +173,16 @@ def test_int8_io_model_refused(tmp_path, tiny_cnn_bytes):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+def test_bad_front_end_refused_before_writing(tmp_path, web_model_bytes):
+    with pytest.raises(TargetError, match="audio front end gives 49 x 10 features"):
+        write_target_files(tmp_path, load_target("web"), model_bytes=web_model_bytes, fp16_bytes=None,
+                           model_name="m", labels=None, check=None, front_end={"audio": "mlperf-tiny-kws"})
+    with pytest.raises(TargetError, match="unknown audio front end 'mel'"):
+        write_target_files(tmp_path, load_target("web"), model_bytes=web_model_bytes, fp16_bytes=None,
+                           model_name="m", labels=None, check=None, front_end={"audio": "mel"})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_runtime_names_the_setup_step(tmp_path, monkeypatch, web_model_bytes):
     monkeypatch.setenv("EDGESLIM_LITERTJS_DIR", str(tmp_path / "nothing-here"))
     with pytest.raises(TargetError) as exc:
