@@ -191,17 +191,20 @@ def test_missing_runtime_names_the_setup_step(tmp_path, monkeypatch, web_model_b
     assert "LiteRT.js 2.5.3" in exc.value.message and "tools/setup.sh" in exc.value.hint
 
 
-def test_cli_build_without_runtime_fails_before_training(tmp_path, digits_keras3_path, digits_npz):
-    env = dict(os.environ, EDGESLIM_LITERTJS_DIR=str(tmp_path / "none"), PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-m", "edgeslim.cli", "build", str(digits_keras3_path),
-                        "--data", str(digits_npz), "--target", "web", "-o", str(tmp_path / "out")],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert "LiteRT.js 2.5.3" in r.stderr and "tools/setup.sh" in r.stderr
-    assert "Traceback" not in r.stderr
+def test_cli_build_without_runtime_fails_before_training(tmp_path, monkeypatch, digits_keras3_path, digits_npz):
+    from click.testing import CliRunner
+
+    from edgeslim.cli import cli
+
+    monkeypatch.setenv("EDGESLIM_LITERTJS_DIR", str(tmp_path / "none"))
+    r = CliRunner().invoke(cli, ["build", str(digits_keras3_path), "--data", str(digits_npz), "--target", "web",
+                                 "-o", str(tmp_path / "out")], obj={"debug": False})
+    assert r.exit_code == 2, r.output
+    assert "LiteRT.js 2.5.3" in r.output and "tools/setup.sh" in r.output
+    assert "Traceback" not in r.output
     assert not (tmp_path / "out" / "web").exists()
     # refused up front: no compression stage ran (their progress lines never appeared)
-    assert "[channels]" not in r.stdout + r.stderr and "[distill]" not in r.stdout + r.stderr
+    assert "[channels]" not in r.output and "[distill]" not in r.output
 
 
 def test_server_mime_types_and_no_listing(server):
@@ -299,6 +302,28 @@ def test_page_classifies_and_agrees_with_host_litert(server, bundle, browser, di
     # every request went to the loopback server: nothing from a CDN
     origin = server.url.rstrip("/")
     assert all(u.startswith(origin) for u in browser.resource_urls()), browser.resource_urls()
+
+
+def test_build_for_web_runs_in_the_browser(tmp_path, digits_keras3_path, digits_npz, browser):
+    """The whole path: edgeslim.build(--target web) with the profile's recipe minus its
+    compression stage (plain int8 keeps the test fast), then the bundle in Chromium."""
+    from edgeslim.pipeline import build
+
+    result = build(digits_keras3_path, digits_npz, target="web", recipe={"build": {"stages": []}},
+                   out=tmp_path / "out")
+    bundle = Path(result.bundle_dir)
+    cfg = json.loads((bundle / "web.json").read_text())
+    assert cfg["io"]["input"]["dtype"] == "float32"  # the profile's int8_io = false reached the converter
+    assert cfg["reference"]["kind"] == "samples" and cfg["reference"]["count"] == 8
+    assert verify_manifest(bundle) == []
+    srv = ServerThread(bundle)
+    try:
+        st = browser.open(srv.url)
+    finally:
+        srv.stop()
+    assert st["ready"] and st["error"] is None, st
+    ag = st["agreement"]
+    assert ag["max_int8_diff"] <= TOLERANCE_STEPS and ag["top1_agree"] == 8 and ag["correct"] >= 7, ag
 
 
 def test_image_input_uses_the_stated_front_end(server, browser, digits, tmp_path):
