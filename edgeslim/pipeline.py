@@ -264,6 +264,10 @@ def build(
     # -- settings ------------------------------------------------------------
     tgt = targets.load_target(target, ram=ram, flash=flash)
     check_backend(tgt, backend, target)
+    if tgt.kind == "web":  # the runtime files the bundle copies: refuse now, not after training
+        from edgeslim.bundle.web import check_runtime
+
+        check_runtime()
     if isinstance(recipe, recipe_mod.Recipe):
         rcp = recipe
     else:
@@ -479,6 +483,7 @@ def build(
         labels=labels or (list(ds.class_names) if ds.class_names else None), check=check,
         backend=backend, pack_weights=pack_weights, report=report, recipe_toml=shipped_rcp.to_toml(),
         progress=progress, manifest_extra={"model_name": model_name, "backend": backend},
+        reference=(ds.x_test, ds.y_test),
     )
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
 
@@ -721,11 +726,12 @@ def check_backend(tgt, backend: str, target: str) -> None:
 def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes | None, model_name: str,
                  labels, check, backend: str, pack_weights: bool, report: dict, recipe_toml: str | None,
                  progress: Progress, manifest_extra: dict, timings: dict | None = None,
-                 t_start: float | None = None) -> Path:
+                 t_start: float | None = None, reference=None) -> Path:
     """Write the bundle into a temporary folder beside ``out/<target>`` and move it there once
     every file is written (nothing half-written is ever at the final path). ``report`` gets the
     C library's figures (``--backend c``) and, with ``timings``, the wall times; it is written as
-    report.json and report.md. Returns the bundle's folder."""
+    report.json and report.md. ``reference``: (x, y) test samples a bundle may ship to check
+    itself on the device (the web page). Returns the bundle's folder."""
     from edgeslim.io.outputs import check_output_folder, check_replaceable
     from edgeslim.report import render_markdown
 
@@ -743,7 +749,7 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
         from edgeslim import bundle
 
         bundle.write_target_files(tmp, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes,
-                                  model_name=model_name, labels=labels, check=check)
+                                  model_name=model_name, labels=labels, check=check, reference=reference)
         if backend == "c":
             from edgeslim.bundle.render import c_identifier
             from edgeslim.codegen import generate

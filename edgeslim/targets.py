@@ -31,7 +31,7 @@ from edgeslim.errors import TargetError
 from edgeslim.recipe import STAGES as _recipe_stages
 from edgeslim.resources import targets_dir
 
-KINDS = ("mcu", "rpi", "android")
+KINDS = ("mcu", "rpi", "android", "web")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything edgeslim needs on a fresh Debian/Ubuntu machine:
 #  - Debian packages: the Arm cross-compiler, newlib and QEMU (the emulated Cortex-M boards);
+#  - Node.js/npm, to fetch LiteRT.js (npm @litertjs/core, pinned) into edgeslim's cache,
+#    from which every web bundle copies it (no network at build or run time), and
+#    Chromium + chromedriver, the real browser the web bundle's tests drive, and
+#    espeak-ng, whose spoken words tools/bench_web.py feeds to the page's audio input;
 #  - a virtual environment (.venv, or $VENV) with edgeslim and its test dependencies.
 # Safe to run again: it installs only what is missing.
 # Usage: tools/setup.sh [--editable]   (--editable: a developer install of this checkout)
@@ -8,7 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # kotlin: the tests compile the Android bundle's protocol server (DutServer.kt) and run it on the JVM.
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make kotlin)
+# nodejs/npm: LiteRT.js for the web bundle; chromium(-driver): its browser tests; espeak-ng: bench_web.py.
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make kotlin
+              nodejs npm chromium chromium-driver espeak-ng)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
@@ -28,6 +34,29 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# LiteRT.js for web bundles (edgeslim/bundle/web.py reads this cache; keep the
+# version and the cache path in step with LITERTJS_VERSION there). The tarballs'
+# SHA-256 are pinned: a changed package is refused, not shipped.
+LITERTJS_VERSION=2.5.3
+LITERTJS_SHA256_CORE=a97660833e9e7e1063c95e12016718881240b14f7438728a2f62785e912d30fd
+LITERTJS_SHA256_UTILS=ce2a1f8379c067be49e59752e5a7f40db6be09f6e497f0f11e59f17b515366a7
+LITERTJS_DIR=${EDGESLIM_LITERTJS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeslim/litertjs-$LITERTJS_VERSION}
+if [ ! -f "$LITERTJS_DIR/.complete" ]; then
+  echo "setup: fetching LiteRT.js $LITERTJS_VERSION from npm into $LITERTJS_DIR"
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "@litertjs/core@$LITERTJS_VERSION" "@litertjs/wasm-utils@$LITERTJS_VERSION" >/dev/null)
+  echo "$LITERTJS_SHA256_CORE  $work/litertjs-core-$LITERTJS_VERSION.tgz" | sha256sum -c --quiet
+  echo "$LITERTJS_SHA256_UTILS  $work/litertjs-wasm-utils-$LITERTJS_VERSION.tgz" | sha256sum -c --quiet
+  mkdir -p "$work/core" "$work/wasm-utils"
+  tar xzf "$work/litertjs-core-$LITERTJS_VERSION.tgz" -C "$work/core" --strip-components=1
+  tar xzf "$work/litertjs-wasm-utils-$LITERTJS_VERSION.tgz" -C "$work/wasm-utils" --strip-components=1
+  # Both packages declare Apache-2.0 in package.json and ship no licence text: the
+  # bundle carries the licence's text (Debian's copy) next to the files.
+  cp /usr/share/common-licenses/Apache-2.0 "$work/LICENSE"
+  rm -rf "$LITERTJS_DIR" && mkdir -p "$(dirname "$LITERTJS_DIR")"
+  mv "$work" "$LITERTJS_DIR" && chmod -R a+rX "$LITERTJS_DIR" && touch "$LITERTJS_DIR/.complete"
+fi
+
 echo "setup: installing edgeslim into $VENV"
 if [ "${1:-}" = "--editable" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
