@@ -11,10 +11,37 @@ from edgeslim.codegen.memplan import MemoryPlan
 
 # Kernel sources in dependency order (a kernel file may use any file listed before it).
 KERNEL_ORDER = (
-    "fixedpoint", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4", "depthwise_conv",
-    "depthwise_conv_lut4", "fully_connected", "fully_connected_lut4", "pooling", "mean", "add",
-    "mul", "softmax", "logistic", "tanh", "hard_swish", "pad", "concatenation", "quantize", "copy",
+    "fixedpoint", "simd", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4",
+    "conv_dsp", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_dsp",
+    "fully_connected", "fully_connected_lut4", "pooling", "mean", "add", "mul", "softmax",
+    "logistic", "tanh", "hard_swish", "pad", "concatenation", "quantize", "copy",
 )
+# Kernel folders searched in order for each kernel source, by target feature: an optimized
+# folder first when the target's cpu.features has its feature, the reference kernels last.
+FEATURE_DIRS = (("dsp", "kernels_dsp"),)
+REFERENCE_DIR = "kernels"
+
+
+def kernel_dirs(features) -> list[str]:
+    """The kernel search path for a target's cpu.features (e.g. ["kernels_dsp", "kernels"])."""
+    have = set(features or ())
+    return [d for f, d in FEATURE_DIRS if f in have] + [REFERENCE_DIR]
+
+
+def kernel_paths(env, kernels, features) -> list[str]:
+    """Template paths of the kernel sources, each from the first folder on the search path
+    that has it."""
+    known = set(env.list_templates())
+    dirs = kernel_dirs(features)
+    paths = []
+    for k in kernels:
+        for d in dirs:
+            if f"{d}/{k}.c" in known:
+                paths.append(f"{d}/{k}.c")
+                break
+        else:
+            raise FileNotFoundError(f"kernel source {k}.c is in none of {dirs}")
+    return paths
 CTYPES = {"INT8": "int8_t", "FLOAT32": "float", "INT32": "int32_t", "INT16": "int16_t",
           "UINT8": "uint8_t"}
 ROW = 16
@@ -71,7 +98,8 @@ def pointer(graph: Graph, root: dict, plan_offsets: dict, tensor: int, const_nam
 
 
 def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan, root: dict,
-           sha256: str, macs: int) -> tuple[str, str]:
+           sha256: str, macs: int, features=()) -> tuple[str, str, list[ConstArray]]:
+    """The header and source text, and every constant array the source defines."""
     offsets = {b.name: b.offset for b in plan.buffers}
     arrays: list[ConstArray] = [a for s in steps for a in s.arrays]
     const_names: dict[int, str] = {}
@@ -95,6 +123,7 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan,
             lut4=s.lut4, lut4_params=[(k, c_value(v)) for k, v in s.extra_params.items()],
             scratch=(f"(arena + {offsets[f'op{s.op.index}_scratch']})" if s.scratch_bytes
                      else None),
+            call_args=s.call_args,
         ))
     ios = []
     for role, idx in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
@@ -109,11 +138,12 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan,
     ctx = dict(
         name=name, NAME=name.upper(), sha256=sha256, arena_size=plan.arena_size, macs=macs,
         ios=ios, input_ctype=ios[0]["ctype"], output_ctype=ios[1]["ctype"],
-        uses_math=uses_math, kernels=[k for k in KERNEL_ORDER if k in used],
+        uses_math=uses_math,
+        kernels=kernel_paths(env, [k for k in KERNEL_ORDER if k in used], features),
         arrays=[dict(name=a.name, ctype=a.ctype, length=max(1, np.asarray(a.values).size),
                      rows=array_rows(a)) for a in arrays],
         steps=step_ctx,
     )
     header = env.get_template("model.h.j2").render(**ctx)
     source = env.get_template("model.c.j2").render(**ctx)
-    return header, source
+    return header, source, arrays

@@ -1,0 +1,77 @@
+"""Operands for the Armv7E-M DSP kernels (firmware_templates/c/kernels_dsp/), prepared at
+generation time: weights reordered into the layout the inner loop reads, the input offset
+folded into the bias, shapes as constant call arguments.
+
+Each ``*_eligible`` check returns ``None`` when the optimized kernel computes exactly what
+the reference kernel computes for this operator, else the reason it does not apply (the
+reference kernel is used then); the reason is kept in the generation report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The DSP kernels' int32 sum of raw int8 products must not overflow, and neither may the
+# reference kernel's sum of int8 * (int8 + offset) it must equal: |w * (x + offset)| <=
+# 128 * 255, so at most 65535 terms per output.
+MAX_DEPTH = 65535
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def has_dsp(features) -> bool:
+    return "dsp" in set(features or ())
+
+
+def _fits_int32(a: np.ndarray) -> bool:
+    return bool(a.size == 0 or (a.min() >= INT32[0] and a.max() <= INT32[1]))
+
+
+def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_point: int,
+                    multiplier, shift) -> dict | str:
+    """Operands of es_conv2d_s8_dsp for weights [out_c][k] (a CONV_2D filter flattened over
+    filter_h, filter_w, in_c; or FULLY_CONNECTED weights), or why it cannot be used.
+
+    - weights: channel pairs, per group of four depths the four bytes of channel c then the
+      four of channel c + 1; depth zero-padded to a multiple of 4, channels to an even count;
+    - bias' = bias - zp * sum(w) per channel (the kernel multiplies raw inputs, and padded
+      taps read the zero point), padded like the channels;
+    - multiplier and shift per channel (broadcast when per-tensor), padded.
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    out_c, k = w.shape
+    if k > MAX_DEPTH:
+        return f"depth {k} > {MAX_DEPTH} (the int32 accumulator could overflow)"
+    mult = np.broadcast_to(np.asarray(multiplier, dtype=np.int64), (out_c,))
+    sh = np.broadcast_to(np.asarray(shift, dtype=np.int64), (out_c,))
+    if np.any(mult <= 0):
+        return "a zero requantization multiplier (a zero scale)"
+    b = np.zeros(out_c, np.int64) if bias is None else np.asarray(bias, np.int64).ravel()
+    folded = b - int(input_zero_point) * w.sum(axis=1)
+    if not _fits_int32(folded):
+        return "the bias with the input offset folded in leaves the int32 range"
+    k4 = (k + 3) // 4 * 4
+    c2 = (out_c + 1) // 2 * 2
+    padded = np.zeros((c2, k4), np.int8)
+    padded[:out_c, :k] = w
+    # [pair][group][channel of the pair][4]
+    order = padded.reshape(c2 // 2, 2, k4 // 4, 4).transpose(0, 2, 1, 3)
+
+    def pad(a, fill):
+        return np.concatenate([a, np.full(c2 - out_c, fill, np.int64)])
+
+    return dict(
+        weights=order.ravel(), k4=k4,
+        bias=pad(folded, 0).astype(np.int32),
+        multiplier=pad(mult, 1 << 30).astype(np.int32),
+        shift=pad(sh, 0).astype(np.int8),
+    )
+
+
+def depthwise_eligible(depth_multiplier: int, filter_taps: int, multiplier) -> str | None:
+    if depth_multiplier != 1:
+        return f"depth multiplier {depth_multiplier} (the DSP kernel takes 1)"
+    if filter_taps > MAX_DEPTH:
+        return f"{filter_taps} taps > {MAX_DEPTH}"
+    if np.any(np.asarray(multiplier) <= 0):
+        return "a zero requantization multiplier (a zero scale)"
+    return None

@@ -1,0 +1,97 @@
+/* DEPTHWISE_CONV_2D with depth multiplier 1 on the Armv7E-M DSP extension: four channels
+ * per pass (one 32-bit load of inputs and one of weights per tap, SXTB16 to two pairs,
+ * SADD16 of the input offset, then SMLABB/SMLATT into four accumulators). Taps in the
+ * padding are skipped, as in the reference kernel (depthwise_conv.c, the oracle). The
+ * weights keep TFLite's [filter_h][filter_w][channels] layout, which is already the order
+ * this loop reads; channels beyond a multiple of four take the scalar path. */
+
+#if ES_HAVE_DSP
+ES_INLINE int32_t es_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+
+ES_INLINE int32_t es_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatt((int32_t)a, (int32_t)b, acc);
+}
+#else
+ES_INLINE int32_t es_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return es_smlad(a & 0xFFFFu, b & 0xFFFFu, acc);
+}
+
+ES_INLINE int32_t es_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return es_smlad(a >> 16, b >> 16, acc);
+}
+#endif
+
+ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict output,
+                                          int32_t batches, int32_t in_h, int32_t in_w,
+                                          int32_t channels, int32_t out_h, int32_t out_w,
+                                          int32_t filter_h, int32_t filter_w, int32_t stride_h,
+                                          int32_t stride_w, int32_t dil_h, int32_t dil_w,
+                                          int32_t pad_h, int32_t pad_w, int32_t input_offset,
+                                          int32_t output_offset, int32_t act_min,
+                                          int32_t act_max, const int8_t *restrict w,
+                                          const int32_t *restrict bias,
+                                          const int32_t *restrict multiplier,
+                                          const int8_t *restrict shift)
+{
+    const uint32_t offset2 = ((uint32_t)input_offset & 0xFFFFu) * 0x10001u;
+    const int32_t c4 = channels / 4 * 4;
+    int32_t b, oy, ox, fy, fx, c;
+    for (b = 0; b < batches; b++) {
+        const int8_t *in_b = input + b * in_h * in_w * channels;
+        for (oy = 0; oy < out_h; oy++) {
+            const int32_t y0 = oy * stride_h - pad_h;
+            int32_t fy0, fy1;
+            es_tap_range(y0, in_h, dil_h, filter_h, &fy0, &fy1);
+            for (ox = 0; ox < out_w; ox++) {
+                const int32_t x0 = ox * stride_w - pad_w;
+                int32_t fx0, fx1;
+                es_tap_range(x0, in_w, dil_w, filter_w, &fx0, &fx1);
+                for (c = 0; c < c4; c += 4) {
+                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    for (fy = fy0; fy < fy1; fy++) {
+                        const int8_t *in_row = in_b + ((y0 + fy * dil_h) * in_w + x0) * channels + c;
+                        const int8_t *w_row = w + fy * filter_w * channels + c;
+                        for (fx = fx0; fx < fx1; fx++) {
+                            const uint32_t xv = es_read_u32(in_row + fx * dil_w * channels);
+                            const uint32_t wv = es_read_u32(w_row + fx * channels);
+                            const uint32_t x02 = es_sadd16(es_sxtb16(xv), offset2);
+                            const uint32_t x13 = es_sadd16(es_sxtb16_ror8(xv), offset2);
+                            const uint32_t w02 = es_sxtb16(wv), w13 = es_sxtb16_ror8(wv);
+                            a0 = es_smlabb(x02, w02, a0);
+                            a2 = es_smlatt(x02, w02, a2);
+                            a1 = es_smlabb(x13, w13, a1);
+                            a3 = es_smlatt(x13, w13, a3);
+                        }
+                    }
+                    output[c] = es_requantize_dsp(es_qadd(a0, bias[c]), multiplier[c], shift[c],
+                                                  output_offset, act_min, act_max);
+                    output[c + 1] = es_requantize_dsp(es_qadd(a1, bias[c + 1]), multiplier[c + 1],
+                                                      shift[c + 1], output_offset, act_min, act_max);
+                    output[c + 2] = es_requantize_dsp(es_qadd(a2, bias[c + 2]), multiplier[c + 2],
+                                                      shift[c + 2], output_offset, act_min, act_max);
+                    output[c + 3] = es_requantize_dsp(es_qadd(a3, bias[c + 3]), multiplier[c + 3],
+                                                      shift[c + 3], output_offset, act_min, act_max);
+                }
+                for (; c < channels; c++) {
+                    int32_t acc = 0;
+                    for (fy = fy0; fy < fy1; fy++) {
+                        for (fx = fx0; fx < fx1; fx++) {
+                            const int32_t iy = y0 + fy * dil_h, ix = x0 + fx * dil_w;
+                            acc += (int32_t)w[(fy * filter_w + fx) * channels + c] *
+                                   ((int32_t)in_b[(iy * in_w + ix) * channels + c] + input_offset);
+                        }
+                    }
+                    output[c] = es_requantize_dsp(es_qadd(acc, bias[c]), multiplier[c], shift[c],
+                                                  output_offset, act_min, act_max);
+                }
+                output += channels;
+            }
+        }
+    }
+}
