@@ -18,6 +18,20 @@ MAX_DEPTH = 65535
 INT32 = (-(2**31), 2**31 - 1)
 
 
+# Below this bound on |accumulator| * 2^max(shift, 0), the kernels start the sum with the
+# bias and use the short requantization (es_requantize_bounded in kernels_dsp/simd.c).
+BOUND = 2**30
+
+
+def bounded(weights_abs_sum: np.ndarray, bias: np.ndarray, max_input: int, shift) -> bool:
+    """Whether every channel's accumulator (bias + sum of weight * input, inputs at most
+    ``max_input`` in magnitude) stays below BOUND after the requantization's left shift,
+    and every right shift is at most 31."""
+    sh = np.asarray(shift, dtype=np.int64)
+    worst = (np.abs(np.asarray(bias, np.int64)) + np.asarray(weights_abs_sum, np.int64) * max_input)
+    return bool(np.all(worst * (2 ** np.maximum(sh, 0)) < BOUND) and np.all(sh >= -31))
+
+
 def has_dsp(features) -> bool:
     return "dsp" in set(features or ())
 
@@ -61,6 +75,8 @@ def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_poi
 
     return dict(
         weights=order.ravel(), k4=k4,
+        # the kernel multiplies raw int8 inputs (|x| <= 128) with the folded bias
+        bounded=bounded(np.abs(w).sum(axis=1), folded, 128, sh),
         bias=pad(folded, 0).astype(np.int32),
         multiplier=pad(mult, 1 << 30).astype(np.int32),
         shift=pad(sh, 0).astype(np.int8),

@@ -117,7 +117,8 @@ class Lowerer:
             "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h", "filter_w",
             "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w")] + [
             str(int(x.zero_point)), str(int(P["output_offset"])), str(int(P["act_min"])),
-            str(int(P["act_max"])), f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift"]
+            str(int(P["act_max"])), f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift",
+            str(int(got["bounded"]))]
         return step
 
     def to_dsp_depthwise(self, step: Step) -> Step:
@@ -134,13 +135,17 @@ class Lowerer:
         channels = P["in_c"]
         if P["bias"] == "NULL":
             step.arrays.append(ConstArray(f"{p}_bias", "int32_t", np.zeros(channels, np.int32)))
+        w = self.t(op.inputs[1]).data.reshape(-1, channels).astype(np.int64)
+        # the kernel multiplies inputs with their offset added: |x + offset| <= 255
+        fits = dsp.bounded(np.abs(w).sum(axis=0), self.bias_values(op, channels), 255,
+                           arrays[f"{p}_shift"].values)
         step.function = "es_depthwise_conv2d_s8_dsp"
         step.kernels = ("simd", "depthwise_conv_dsp")
         step.call_args = [str(int(P[n])) for n in (
             "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "filter_h", "filter_w",
             "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
             "input_offset", "output_offset", "act_min", "act_max")] + [
-            f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift"]
+            f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift", str(int(fits))]
         step.params_type, step.params = None, {}
         return step
 

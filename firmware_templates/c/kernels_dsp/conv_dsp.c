@@ -10,7 +10,9 @@
  *   kernel multiplies raw int8 inputs; a padded tap reads the input zero point, which
  *   contributes w * (zp - zp) = 0 as the reference's skipped tap does;
  * - shapes passed as constants to always-inline functions, so each call site is compiled
- *   for its own shapes (constant trip counts and strides).
+ *   for its own shapes (constant trip counts and strides);
+ * - bounded = 1 when no accumulator can reach 2^30 (checked from the weights and bias):
+ *   the bias starts the sum and the short requantization applies (simd.c).
  *
  * Per pass: two output pixels x two output channels, four accumulators. Each pixel's
  * inputs are first widened to int16 in the order SXTB16 produces ([x0, x2, x1, x3] per
@@ -69,11 +71,13 @@ ES_INLINE void es_dsp_two_pixels(const int16_t *restrict cols, int8_t *restrict 
                                  const int8_t *restrict w, const int32_t *restrict bias,
                                  const int32_t *restrict multiplier,
                                  const int8_t *restrict shift, int32_t output_offset,
-                                 int32_t act_min, int32_t act_max)
+                                 int32_t act_min, int32_t act_max, int32_t bounded)
 {
     int32_t c, g;
     for (c = 0; c < out_c; c += 2) {
-        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0; /* [channel][pixel] */
+        /* [channel][pixel] */
+        int32_t a00 = es_acc_start(bounded, bias[c]), a01 = a00;
+        int32_t a10 = es_acc_start(bounded, bias[c + 1]), a11 = a10;
         const int16_t *x = cols;
         for (g = 0; g < k4; g += 4) {
             const uint32_t wa = es_read_u32(w);
@@ -94,17 +98,17 @@ ES_INLINE void es_dsp_two_pixels(const int16_t *restrict cols, int8_t *restrict 
             w += 8;
             x += 4;
         }
-        out0[c] = es_requantize_dsp(es_qadd(a00, bias[c]), multiplier[c], shift[c],
+        out0[c] = es_requantize_acc(bounded, a00, bias[c], multiplier[c], shift[c],
                                     output_offset, act_min, act_max);
         if (out1 != NULL) {
-            out1[c] = es_requantize_dsp(es_qadd(a01, bias[c]), multiplier[c], shift[c],
+            out1[c] = es_requantize_acc(bounded, a01, bias[c], multiplier[c], shift[c],
                                         output_offset, act_min, act_max);
         }
         if (c + 1 < out_c) {
-            out0[c + 1] = es_requantize_dsp(es_qadd(a10, bias[c + 1]), multiplier[c + 1],
+            out0[c + 1] = es_requantize_acc(bounded, a10, bias[c + 1], multiplier[c + 1],
                                             shift[c + 1], output_offset, act_min, act_max);
             if (out1 != NULL) {
-                out1[c + 1] = es_requantize_dsp(es_qadd(a11, bias[c + 1]), multiplier[c + 1],
+                out1[c + 1] = es_requantize_acc(bounded, a11, bias[c + 1], multiplier[c + 1],
                                                 shift[c + 1], output_offset, act_min, act_max);
             }
         }
@@ -143,7 +147,8 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
                                 int32_t pad_h, int32_t pad_w, int32_t input_zp,
                                 int32_t output_offset, int32_t act_min, int32_t act_max,
                                 const int8_t *restrict w, const int32_t *restrict bias,
-                                const int32_t *restrict multiplier, const int8_t *restrict shift)
+                                const int32_t *restrict multiplier, const int8_t *restrict shift,
+                                int32_t bounded)
 {
     const int32_t k4 = (filter_h * filter_w * in_c + 3) / 4 * 4;
     const int32_t pixels = batches * out_h * out_w;
@@ -159,6 +164,6 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
                            input_zp);
         es_dsp_two_pixels(cols, output + n * out_c,
                           n + 1 < pixels ? output + (n + 1) * out_c : NULL, out_c, k4, w, bias,
-                          multiplier, shift, output_offset, act_min, act_max);
+                          multiplier, shift, output_offset, act_min, act_max, bounded);
     }
 }

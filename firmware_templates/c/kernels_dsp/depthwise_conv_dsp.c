@@ -37,7 +37,7 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                                           int32_t act_max, const int8_t *restrict w,
                                           const int32_t *restrict bias,
                                           const int32_t *restrict multiplier,
-                                          const int8_t *restrict shift)
+                                          const int8_t *restrict shift, int32_t bounded)
 {
     const uint32_t offset2 = ((uint32_t)input_offset & 0xFFFFu) * 0x10001u;
     const int32_t c4 = channels / 4 * 4;
@@ -53,7 +53,10 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                 int32_t fx0, fx1;
                 es_tap_range(x0, in_w, dil_w, filter_w, &fx0, &fx1);
                 for (c = 0; c < c4; c += 4) {
-                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    int32_t a0 = es_acc_start(bounded, bias[c]);
+                    int32_t a1 = es_acc_start(bounded, bias[c + 1]);
+                    int32_t a2 = es_acc_start(bounded, bias[c + 2]);
+                    int32_t a3 = es_acc_start(bounded, bias[c + 3]);
                     for (fy = fy0; fy < fy1; fy++) {
                         const int8_t *in_row = in_b + ((y0 + fy * dil_h) * in_w + x0) * channels + c;
                         const int8_t *w_row = w + fy * filter_w * channels + c;
@@ -69,17 +72,17 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                             a3 = es_smlatt(x13, w13, a3);
                         }
                     }
-                    output[c] = es_requantize_dsp(es_qadd(a0, bias[c]), multiplier[c], shift[c],
+                    output[c] = es_requantize_acc(bounded, a0, bias[c], multiplier[c], shift[c],
                                                   output_offset, act_min, act_max);
-                    output[c + 1] = es_requantize_dsp(es_qadd(a1, bias[c + 1]), multiplier[c + 1],
+                    output[c + 1] = es_requantize_acc(bounded, a1, bias[c + 1], multiplier[c + 1],
                                                       shift[c + 1], output_offset, act_min, act_max);
-                    output[c + 2] = es_requantize_dsp(es_qadd(a2, bias[c + 2]), multiplier[c + 2],
+                    output[c + 2] = es_requantize_acc(bounded, a2, bias[c + 2], multiplier[c + 2],
                                                       shift[c + 2], output_offset, act_min, act_max);
-                    output[c + 3] = es_requantize_dsp(es_qadd(a3, bias[c + 3]), multiplier[c + 3],
+                    output[c + 3] = es_requantize_acc(bounded, a3, bias[c + 3], multiplier[c + 3],
                                                       shift[c + 3], output_offset, act_min, act_max);
                 }
                 for (; c < channels; c++) {
-                    int32_t acc = 0;
+                    int32_t acc = es_acc_start(bounded, bias[c]);
                     for (fy = fy0; fy < fy1; fy++) {
                         for (fx = fx0; fx < fx1; fx++) {
                             const int32_t iy = y0 + fy * dil_h, ix = x0 + fx * dil_w;
@@ -87,7 +90,7 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                                    ((int32_t)in_b[(iy * in_w + ix) * channels + c] + input_offset);
                         }
                     }
-                    output[c] = es_requantize_dsp(es_qadd(acc, bias[c]), multiplier[c], shift[c],
+                    output[c] = es_requantize_acc(bounded, acc, bias[c], multiplier[c], shift[c],
                                                   output_offset, act_min, act_max);
                 }
                 output += channels;

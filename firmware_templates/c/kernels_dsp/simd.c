@@ -81,6 +81,18 @@ ES_INLINE int32_t es_qadd(int32_t a, int32_t b)
 {
     return __qadd(a, b);
 }
+
+/* round(a * b / 2^32), ties toward +infinity (SMMULR; ACLE has no intrinsic for it). */
+ES_INLINE int32_t es_smmulr(int32_t a, int32_t b)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
 #else
 ES_INLINE int32_t es_lo16(uint32_t x)
 {
@@ -131,6 +143,11 @@ ES_INLINE int32_t es_qadd(int32_t a, int32_t b)
     const int64_t s = (int64_t)a + (int64_t)b;
     return s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
 }
+
+ES_INLINE int32_t es_smmulr(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
 #endif
 
 /* The requantization of TFLite's reference kernels for one int32 accumulator already
@@ -149,4 +166,39 @@ ES_INLINE int8_t es_requantize_dsp(int32_t acc, int32_t multiplier, int32_t shif
     high = (int32_t)(((int64_t)acc * multiplier + ((int64_t)1 << 30)) >> 31);
     high = es_rounding_divide_by_pot(high, (int)-shift);
     return (int8_t)es_clamp_offset(high, output_offset, act_min, act_max);
+}
+
+/* The same result in fewer instructions when the generator has proved
+ * |acc| * 2^max(shift, 0) < 2^30 for every input (the "bounded" layers):
+ * - x * m / 2^31 rounded with ties up is SMMULR(2x, m): 2x * m / 2^32, same rounding;
+ * - rounding x / 2^r with ties away from zero (r >= 1) is (x + 2^(r-1) - [x < 0]) >> r,
+ *   which cannot overflow since |x| < 2^30. */
+ES_INLINE int8_t es_requantize_bounded(int32_t acc, int32_t multiplier, int32_t shift,
+                                       int32_t output_offset, int32_t act_min, int32_t act_max)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    int32_t high = es_smmulr(acc * ((int32_t)2 << left), multiplier);
+    if (shift < 0) {
+        const int right = (int)-shift;
+        high = (high + ((int32_t)1 << (right - 1)) + (high < 0 ? -1 : 0)) >> right;
+    }
+    return (int8_t)es_clamp_offset(high, output_offset, act_min, act_max);
+}
+
+/* The accumulator's start (the bias when bounded: no saturation possible) and its
+ * requantization, the exact or the bounded form. */
+ES_INLINE int32_t es_acc_start(int32_t bounded, int32_t bias)
+{
+    return bounded ? bias : 0;
+}
+
+ES_INLINE int8_t es_requantize_acc(int32_t bounded, int32_t acc, int32_t bias, int32_t multiplier,
+                                   int32_t shift, int32_t output_offset, int32_t act_min,
+                                   int32_t act_max)
+{
+    if (bounded) {
+        return es_requantize_bounded(acc, multiplier, shift, output_offset, act_min, act_max);
+    }
+    return es_requantize_dsp(es_qadd(acc, bias), multiplier, shift, output_offset, act_min,
+                             act_max);
 }
