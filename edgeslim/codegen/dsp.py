@@ -45,11 +45,10 @@ def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_poi
     """Operands of es_conv2d_s8_dsp for weights [out_c][k] (a CONV_2D filter flattened over
     filter_h, filter_w, in_c; or FULLY_CONNECTED weights), or why it cannot be used.
 
-    - weights: channel pairs, per group of four depths the four bytes of channel c then the
-      four of channel c + 1; depth zero-padded to a multiple of 4, channels to an even count;
+    - weights: per output channel, the depth zero-padded to a multiple of 4 (k4);
     - bias' = bias - zp * sum(w) per channel (the kernel multiplies raw inputs, and padded
-      taps read the zero point), padded like the channels;
-    - multiplier and shift per channel (broadcast when per-tensor), padded.
+      taps read the zero point);
+    - multiplier and shift per channel (broadcast when per-tensor).
     """
     w = np.asarray(weights, dtype=np.int64)
     out_c, k = w.shape
@@ -64,22 +63,16 @@ def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_poi
     if not _fits_int32(folded):
         return "the bias with the input offset folded in leaves the int32 range"
     k4 = (k + 3) // 4 * 4
-    c2 = (out_c + 1) // 2 * 2
-    padded = np.zeros((c2, k4), np.int8)
-    padded[:out_c, :k] = w
-    # [pair][group][channel of the pair][4]
-    order = padded.reshape(c2 // 2, 2, k4 // 4, 4).transpose(0, 2, 1, 3)
-
-    def pad(a, fill):
-        return np.concatenate([a, np.full(c2 - out_c, fill, np.int64)])
+    padded = np.zeros((out_c, k4), np.int8)
+    padded[:, :k] = w
 
     return dict(
-        weights=order.ravel(), k4=k4,
+        weights=padded.ravel(), k4=k4,
         # the kernel multiplies raw int8 inputs (|x| <= 128) with the folded bias
         bounded=bounded(np.abs(w).sum(axis=1), folded, 128, sh),
-        bias=pad(folded, 0).astype(np.int32),
-        multiplier=pad(mult, 1 << 30).astype(np.int32),
-        shift=pad(sh, 0).astype(np.int8),
+        bias=folded.astype(np.int32),
+        multiplier=np.array(mult, np.int32),
+        shift=np.array(sh, np.int8),
     )
 
 

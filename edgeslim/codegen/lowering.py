@@ -112,7 +112,7 @@ class Lowerer:
         step.function = "es_conv2d_s8_dsp"
         step.kernels = ("simd", "conv_dsp")
         step.params_type, step.params = None, {}
-        step.scratch_bytes = 4 * got["k4"] + (0 if direct else k)
+        step.scratch_bytes = 8 * got["k4"] + (0 if direct else k)
         step.call_args = [str(int(g[n])) for n in (
             "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h", "filter_w",
             "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w")] + [

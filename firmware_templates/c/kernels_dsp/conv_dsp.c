@@ -3,9 +3,8 @@
  * Bit-exact with the reference kernels (conv.c, fully_connected.c), which stay the oracle.
  *
  * How the generator prepares the operands (edgeslim/codegen/dsp.py):
- * - weights in channel pairs, each group of four depths as four bytes of channel c then
- *   four of channel c + 1, depth padded with zeros to a multiple of four and the channel
- *   count to an even one: the inner loop reads one stream, 8 bytes per step;
+ * - weights per output channel with the depth zero-padded to a multiple of four (k4), so
+ *   the inner loop reads one aligned word per step and needs no tail;
  * - the input offset folded into the bias: bias'[c] = bias[c] - zp * sum(w[c]), so the
  *   kernel multiplies raw int8 inputs; a padded tap reads the input zero point, which
  *   contributes w * (zp - zp) = 0 as the reference's skipped tap does;
@@ -14,9 +13,11 @@
  * - bounded = 1 when no accumulator can reach 2^30 (checked from the weights and bias):
  *   the bias starts the sum and the short requantization applies (simd.c).
  *
- * Per pass: two output pixels x two output channels, four accumulators. Each pixel's
- * inputs are first widened to int16 in the order SXTB16 produces ([x0, x2, x1, x3] per
- * four), so one SXTB16 of a weight word lines up with one 32-bit load of inputs. */
+ * Per pass: four output pixels x one output channel, four accumulators (more would spill
+ * registers on a 13-register core: measured). Each pixel's inputs are first widened to
+ * int16 in the order SXTB16 produces ([x0, x2, x1, x3] per four), so one SXTB16 of a
+ * weight word lines up with one 32-bit load of inputs, and the two halves of that weight
+ * word serve four pixels. */
 
 /* k int8 values -> int16, [x0, x2, x1, x3] per group of four, the last group zero-padded. */
 ES_INLINE void es_dsp_widen(const int8_t *restrict src, int16_t *restrict dst, int32_t k)
@@ -64,54 +65,68 @@ ES_INLINE void es_dsp_gather(const int8_t *restrict in_b, int8_t *restrict buf, 
     }
 }
 
-/* All output channels of two pixels whose widened inputs are cols[0 .. k4) and
- * cols[k4 .. 2 * k4); out1 == NULL: the second pixel is not stored (odd pixel count). */
-ES_INLINE void es_dsp_two_pixels(const int16_t *restrict cols, int8_t *restrict out0,
-                                 int8_t *restrict out1, int32_t out_c, int32_t k4,
-                                 const int8_t *restrict w, const int32_t *restrict bias,
-                                 const int32_t *restrict multiplier,
-                                 const int8_t *restrict shift, int32_t output_offset,
-                                 int32_t act_min, int32_t act_max, int32_t bounded)
+/* Per output channel c: requantize and store. */
+#define ES_DSP_STORE(out, acc)                                                               \
+    (out)[c] = es_requantize_acc(bounded, (acc), bias[c], multiplier[c], shift[c],            \
+                                 output_offset, act_min, act_max)
+
+/* All output channels of four pixels whose widened inputs are cols[p * k4 .. (p + 1) * k4):
+ * per channel, one weight word (SXTB16 to two pairs) feeds eight SMLADs, and the four
+ * accumulators, the weight and two input words fit the core's registers without spills. */
+ES_INLINE void es_dsp_four_pixels(const int16_t *restrict cols, int8_t *restrict out,
+                                  int32_t out_c, int32_t k4, const int8_t *restrict w,
+                                  const int32_t *restrict bias,
+                                  const int32_t *restrict multiplier,
+                                  const int8_t *restrict shift, int32_t output_offset,
+                                  int32_t act_min, int32_t act_max, int32_t bounded)
 {
     int32_t c, g;
-    for (c = 0; c < out_c; c += 2) {
-        /* [channel][pixel] */
-        int32_t a00 = es_acc_start(bounded, bias[c]), a01 = a00;
-        int32_t a10 = es_acc_start(bounded, bias[c + 1]), a11 = a10;
+#if defined(__GNUC__) || defined(__clang__)
+    /* the columns start a 4-byte aligned scratch buffer and k4 is a multiple of 4 */
+    cols = (const int16_t *)__builtin_assume_aligned(cols, 4);
+#endif
+    for (c = 0; c < out_c; c++) {
+        int32_t a0 = es_acc_start(bounded, bias[c]), a1 = a0, a2 = a0, a3 = a0;
         const int16_t *x = cols;
         for (g = 0; g < k4; g += 4) {
-            const uint32_t wa = es_read_u32(w);
-            const uint32_t wb = es_read_u32(w + 4);
-            const uint32_t x0a = es_read_u32(x), x0b = es_read_u32(x + 2);
-            const uint32_t x1a = es_read_u32(x + k4), x1b = es_read_u32(x + k4 + 2);
-            uint32_t lo = es_sxtb16(wa), hi = es_sxtb16_ror8(wa);
-            a00 = es_smlad(lo, x0a, a00);
-            a00 = es_smlad(hi, x0b, a00);
-            a01 = es_smlad(lo, x1a, a01);
-            a01 = es_smlad(hi, x1b, a01);
-            lo = es_sxtb16(wb);
-            hi = es_sxtb16_ror8(wb);
-            a10 = es_smlad(lo, x0a, a10);
-            a10 = es_smlad(hi, x0b, a10);
-            a11 = es_smlad(lo, x1a, a11);
-            a11 = es_smlad(hi, x1b, a11);
-            w += 8;
+            const uint32_t wv = es_read_u32(w);
+            const uint32_t lo = es_sxtb16(wv), hi = es_sxtb16_ror8(wv);
+            a0 = es_smlad(lo, es_read_u32(x), a0);
+            a0 = es_smlad(hi, es_read_u32(x + 2), a0);
+            a1 = es_smlad(lo, es_read_u32(x + k4), a1);
+            a1 = es_smlad(hi, es_read_u32(x + k4 + 2), a1);
+            a2 = es_smlad(lo, es_read_u32(x + 2 * k4), a2);
+            a2 = es_smlad(hi, es_read_u32(x + 2 * k4 + 2), a2);
+            a3 = es_smlad(lo, es_read_u32(x + 3 * k4), a3);
+            a3 = es_smlad(hi, es_read_u32(x + 3 * k4 + 2), a3);
+            w += 4;
             x += 4;
         }
-        out0[c] = es_requantize_acc(bounded, a00, bias[c], multiplier[c], shift[c],
-                                    output_offset, act_min, act_max);
-        if (out1 != NULL) {
-            out1[c] = es_requantize_acc(bounded, a01, bias[c], multiplier[c], shift[c],
-                                        output_offset, act_min, act_max);
+        ES_DSP_STORE(out, a0);
+        ES_DSP_STORE(out + out_c, a1);
+        ES_DSP_STORE(out + 2 * out_c, a2);
+        ES_DSP_STORE(out + 3 * out_c, a3);
+    }
+}
+
+/* All output channels of one pixel (the pixels after the last group of four). */
+ES_INLINE void es_dsp_one_pixel(const int16_t *restrict col, int8_t *restrict out,
+                                int32_t out_c, int32_t k4, const int8_t *restrict w,
+                                const int32_t *restrict bias,
+                                const int32_t *restrict multiplier,
+                                const int8_t *restrict shift, int32_t output_offset,
+                                int32_t act_min, int32_t act_max, int32_t bounded)
+{
+    int32_t c, g;
+    for (c = 0; c < out_c; c++) {
+        int32_t a0 = es_acc_start(bounded, bias[c]);
+        for (g = 0; g < k4; g += 4) {
+            const uint32_t wv = es_read_u32(w);
+            a0 = es_smlad(es_sxtb16(wv), es_read_u32(col + g), a0);
+            a0 = es_smlad(es_sxtb16_ror8(wv), es_read_u32(col + g + 2), a0);
+            w += 4;
         }
-        if (c + 1 < out_c) {
-            out0[c + 1] = es_requantize_acc(bounded, a10, bias[c + 1], multiplier[c + 1],
-                                            shift[c + 1], output_offset, act_min, act_max);
-            if (out1 != NULL) {
-                out1[c + 1] = es_requantize_acc(bounded, a11, bias[c + 1], multiplier[c + 1],
-                                                shift[c + 1], output_offset, act_min, act_max);
-            }
-        }
+        ES_DSP_STORE(out, a0);
     }
 }
 
@@ -137,7 +152,7 @@ ES_INLINE void es_dsp_conv_column(const int8_t *restrict input, int16_t *restric
     }
 }
 
-/* scratch: 4 * k4 bytes (two widened columns), plus k bytes unless the filter is 1x1
+/* scratch: 8 * k4 bytes (four widened columns), plus k bytes unless the filter is 1x1
  * without padding; 4-byte aligned. */
 ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict output,
                                 void *restrict scratch, int32_t batches, int32_t in_h,
@@ -153,17 +168,21 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
     const int32_t k4 = (filter_h * filter_w * in_c + 3) / 4 * 4;
     const int32_t pixels = batches * out_h * out_w;
     int16_t *const cols = (int16_t *)scratch;
-    int8_t *const gather = (int8_t *)scratch + 4 * k4;
-    int32_t n;
-    for (n = 0; n < pixels; n += 2) {
-        const int32_t second = n + 1 < pixels ? n + 1 : n;
+    int8_t *const gather = (int8_t *)scratch + 8 * k4;
+    int32_t n, i;
+    for (n = 0; n + 4 <= pixels; n += 4) {
+        for (i = 0; i < 4; i++) {
+            es_dsp_conv_column(input, cols + i * k4, gather, n + i, in_h, in_w, in_c, out_h,
+                               out_w, filter_h, filter_w, stride_h, stride_w, dil_h, dil_w,
+                               pad_h, pad_w, input_zp);
+        }
+        es_dsp_four_pixels(cols, output + n * out_c, out_c, k4, w, bias, multiplier, shift,
+                           output_offset, act_min, act_max, bounded);
+    }
+    for (; n < pixels; n++) {
         es_dsp_conv_column(input, cols, gather, n, in_h, in_w, in_c, out_h, out_w, filter_h,
                            filter_w, stride_h, stride_w, dil_h, dil_w, pad_h, pad_w, input_zp);
-        es_dsp_conv_column(input, cols + k4, gather, second, in_h, in_w, in_c, out_h, out_w,
-                           filter_h, filter_w, stride_h, stride_w, dil_h, dil_w, pad_h, pad_w,
-                           input_zp);
-        es_dsp_two_pixels(cols, output + n * out_c,
-                          n + 1 < pixels ? output + (n + 1) * out_c : NULL, out_c, k4, w, bias,
-                          multiplier, shift, output_offset, act_min, act_max, bounded);
+        es_dsp_one_pixel(cols, output + n * out_c, out_c, k4, w, bias, multiplier, shift,
+                         output_offset, act_min, act_max, bounded);
     }
 }
