@@ -228,6 +228,14 @@ class Lowerer:
             raise self.fail(op, f"padding {pad} is not supported")
         return one(s_h, d_h, in_h, f_h, out_h), one(s_w, d_w, in_w, f_w, out_w)
 
+    def check_shift(self, op: Operator, shift) -> None:
+        """A requantization scale of 2^31 or more (input scale x weight scale / output scale)
+        would shift an int32 by 31 or more bits: undefined in C and in TFLite's kernel."""
+        if len(shift) and max(int(s) for s in shift) > 30:
+            raise self.fail(op, "the output scale is more than 2^30 times smaller than input "
+                                "scale x weight scale: the requantization cannot be computed",
+                            hint="re-quantize the model (its output range is degenerate)")
+
     def const(self, op: Operator, idx: int, what: str) -> Tensor:
         t = self.t(idx)
         if not t.is_constant:
@@ -274,6 +282,7 @@ class Lowerer:
         ph, pw = self.padding(op, ih, iw, fh, fw, sh, sw, dh, dw, oh, ow)
         lo, hi = self.act_range(op, ot)
         mult, shift = quant.conv_multipliers(xt.scale, wt.scales, ot.scale, oc)
+        self.check_shift(op, shift)
         p = f"op{op.index}"
         arrays = [
             ConstArray(f"{p}_filter", "int8_t", wt.data.ravel()),
@@ -343,6 +352,7 @@ class Lowerer:
         else:
             m, s = quant.fc_multiplier(xt.scale, float(wt.scales[0]), ot.scale)
             mult, shift = [m], [s]
+        self.check_shift(op, shift)
         p = f"op{op.index}"
         arrays = [
             ConstArray(f"{p}_filter", "int8_t", wt.data.ravel()),

@@ -169,8 +169,9 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
     const int32_t pixels = batches * out_h * out_w;
     int16_t *const cols = (int16_t *)scratch;
     int8_t *const gather = (int8_t *)scratch + 8 * k4;
+    const int32_t in_fours = pixels / 4 * 4;
     int32_t n, i;
-    for (n = 0; n + 4 <= pixels; n += 4) {
+    for (n = 0; n < in_fours; n += 4) {
         for (i = 0; i < 4; i++) {
             es_dsp_conv_column(input, cols + i * k4, gather, n + i, in_h, in_w, in_c, out_h,
                                out_w, filter_h, filter_w, stride_h, stride_w, dil_h, dil_w,
@@ -179,7 +180,7 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
         es_dsp_four_pixels(cols, output + n * out_c, out_c, k4, w, bias, multiplier, shift,
                            output_offset, act_min, act_max, bounded);
     }
-    for (; n < pixels; n++) {
+    for (n = in_fours; n < pixels; n++) {
         es_dsp_conv_column(input, cols, gather, n, in_h, in_w, in_c, out_h, out_w, filter_h,
                            filter_w, stride_h, stride_w, dil_h, dil_w, pad_h, pad_w, input_zp);
         es_dsp_one_pixel(cols, output + n * out_c, out_c, k4, w, bias, multiplier, shift,
