@@ -26,10 +26,12 @@ BOUND = 2**30
 def bounded(weights_abs_sum: np.ndarray, bias: np.ndarray, max_input: int, shift) -> bool:
     """Whether every channel's accumulator (bias + sum of weight * input, inputs at most
     ``max_input`` in magnitude) stays below BOUND after the requantization's left shift,
-    and every right shift is at most 31."""
+    every right shift is at most 31 and every left shift at most 29 (the kernel multiplies
+    by 2^(shift + 1) in int32)."""
     sh = np.asarray(shift, dtype=np.int64)
     worst = (np.abs(np.asarray(bias, np.int64)) + np.asarray(weights_abs_sum, np.int64) * max_input)
-    return bool(np.all(worst * (2 ** np.maximum(sh, 0)) < BOUND) and np.all(sh >= -31))
+    return bool(np.all(worst * (2 ** np.maximum(sh, 0)) < BOUND) and np.all(sh >= -31)
+                and np.all(sh <= 29))
 
 
 def has_dsp(features) -> bool:

@@ -97,6 +97,34 @@ def pointer(graph: Graph, root: dict, plan_offsets: dict, tensor: int, const_nam
     return f"(arena + {off})"
 
 
+def specializations(steps: list[Step]) -> tuple[list[dict], dict[int, str]]:
+    """One C function per optimized kernel and distinct set of constant arguments (shapes,
+    offsets, flags), taking the op's constant arrays as parameters: the compiler specializes
+    the always-inline kernel for those constants once, and ops of the same shape (the
+    repeated blocks of a network) share that code instead of each inlining its own."""
+    specs: dict[tuple, dict] = {}
+    spec_of: dict[int, str] = {}
+    for s in steps:
+        if not s.call_args:
+            continue
+        types = {a.name: a.ctype for a in s.arrays}
+        args, array_types = [], []
+        for a in s.call_args:
+            if a in types:
+                args.append(f"a{len(array_types)}")
+                array_types.append(types[a])
+            else:
+                args.append(a)
+        key = (s.function, bool(s.scratch_bytes), tuple(args), tuple(array_types))
+        if key not in specs:
+            specs[key] = dict(name=f"{s.function}_{len(specs)}", function=s.function,
+                              scratch=bool(s.scratch_bytes), args=args,
+                              array_types=array_types, ops=[])
+        specs[key]["ops"].append(s.op.index)
+        spec_of[s.op.index] = specs[key]["name"]
+    return list(specs.values()), spec_of
+
+
 def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan, root: dict,
            sha256: str, macs: int, features=()) -> tuple[str, str, list[ConstArray]]:
     """The header and source text, and every constant array the source defines."""
@@ -111,6 +139,7 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan,
                 arrays.append(ConstArray(f"t{t}_const", CTYPES[ten.dtype], ten.data.ravel()))
     used = {k for s in steps if not s.alias for k in s.kernels} | {"fixedpoint"}
     uses_math = any(s.function == "es_quantize_f32_s8" for s in steps)
+    specs, spec_of = specializations(steps)
     step_ctx = []
     for s in steps:
         step_ctx.append(dict(
@@ -124,6 +153,8 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan,
             scratch=(f"(arena + {offsets[f'op{s.op.index}_scratch']})" if s.scratch_bytes
                      else None),
             call_args=s.call_args,
+            spec=spec_of.get(s.op.index),
+            spec_arrays=[a for a in (s.call_args or []) if a in {x.name for x in s.arrays}],
         ))
     ios = []
     for role, idx in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
@@ -140,6 +171,7 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan,
         ios=ios, input_ctype=ios[0]["ctype"], output_ctype=ios[1]["ctype"],
         uses_math=uses_math,
         kernels=kernel_paths(env, [k for k in KERNEL_ORDER if k in used], features),
+        specs=specs,
         arrays=[dict(name=a.name, ctype=a.ctype, length=max(1, np.asarray(a.values).size),
                      rows=array_rows(a)) for a in arrays],
         steps=step_ctx,

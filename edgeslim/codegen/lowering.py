@@ -139,13 +139,20 @@ class Lowerer:
         # the kernel multiplies inputs with their offset added: |x + offset| <= 255
         fits = dsp.bounded(np.abs(w).sum(axis=0), self.bias_values(op, channels), 255,
                            arrays[f"{p}_shift"].values)
+        taps = P["filter_h"] * P["filter_w"]
+        c4 = channels // 4 * 4
+        # [tap][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
+        # kernel's SXTB16 makes of four inputs
+        w16 = w[:, :c4].reshape(taps, c4 // 4, 4)[:, :, [0, 2, 1, 3]].astype(np.int16)
+        step.arrays.append(ConstArray(f"{p}_filter16", "int16_t", w16.ravel()))
         step.function = "es_depthwise_conv2d_s8_dsp"
         step.kernels = ("simd", "depthwise_conv_dsp")
         step.call_args = [str(int(P[n])) for n in (
             "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "filter_h", "filter_w",
             "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
             "input_offset", "output_offset", "act_min", "act_max")] + [
-            f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift", str(int(fits))]
+            f"{p}_filter", f"{p}_filter16", f"{p}_bias", f"{p}_multiplier", f"{p}_shift",
+            str(int(fits))]
         step.params_type, step.params = None, {}
         return step
 

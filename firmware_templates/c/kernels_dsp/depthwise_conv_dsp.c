@@ -1,9 +1,12 @@
 /* DEPTHWISE_CONV_2D with depth multiplier 1 on the Armv7E-M DSP extension: four channels
- * per pass (one 32-bit load of inputs and one of weights per tap, SXTB16 to two pairs,
- * SADD16 of the input offset, then SMLABB/SMLATT into four accumulators). Taps in the
- * padding are skipped, as in the reference kernel (depthwise_conv.c, the oracle). The
- * weights keep TFLite's [filter_h][filter_w][channels] layout, which is already the order
- * this loop reads; channels beyond a multiple of four take the scalar path. */
+ * per pass. Per tap: one 32-bit load of four inputs, SXTB16 to the pairs (c0, c2) and
+ * (c1, c3), SADD16 of the input offset; one 64-bit load of the tap's weights, stored by
+ * the generator already widened to int16 in that same pair order (w16: [tap][channel / 4]
+ * [(c0, c2), (c1, c3)]); then SMLABB/SMLATT into four accumulators. Output pixels whose
+ * whole window lies inside the input take a path with constant tap loops (unrolled by the
+ * compiler); the others skip the taps in the padding, as the reference kernel does
+ * (depthwise_conv.c, the oracle). Channels beyond a multiple of four read the int8
+ * filter w. */
 
 #if ES_HAVE_DSP
 ES_INLINE int32_t es_smlabb(uint32_t a, uint32_t b, int32_t acc)
@@ -27,6 +30,19 @@ ES_INLINE int32_t es_smlatt(uint32_t a, uint32_t b, int32_t acc)
 }
 #endif
 
+/* One tap of four channels: inputs at xp (int8), widened weights at wp. */
+#define ES_DW_TAP(xp, wp)                                                                    \
+    do {                                                                                     \
+        const uint32_t xv_ = es_read_u32(xp);                                                \
+        const uint32_t x02_ = es_sadd16(es_sxtb16(xv_), offset2);                            \
+        const uint32_t x13_ = es_sadd16(es_sxtb16_ror8(xv_), offset2);                       \
+        const uint32_t w02_ = es_read_u32(wp), w13_ = es_read_u32((wp) + 2);                 \
+        a0 = es_smlabb(x02_, w02_, a0);                                                      \
+        a2 = es_smlatt(x02_, w02_, a2);                                                      \
+        a1 = es_smlabb(x13_, w13_, a1);                                                      \
+        a3 = es_smlatt(x13_, w13_, a3);                                                      \
+    } while (0)
+
 ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict output,
                                           int32_t batches, int32_t in_h, int32_t in_w,
                                           int32_t channels, int32_t out_h, int32_t out_w,
@@ -35,6 +51,7 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                                           int32_t pad_h, int32_t pad_w, int32_t input_offset,
                                           int32_t output_offset, int32_t act_min,
                                           int32_t act_max, const int8_t *restrict w,
+                                          const int16_t *restrict w16,
                                           const int32_t *restrict bias,
                                           const int32_t *restrict multiplier,
                                           const int8_t *restrict shift, int32_t bounded)
@@ -52,24 +69,33 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                 const int32_t x0 = ox * stride_w - pad_w;
                 int32_t fx0, fx1;
                 es_tap_range(x0, in_w, dil_w, filter_w, &fx0, &fx1);
+                const int interior = fy0 == 0 && fy1 == filter_h && fx0 == 0 && fx1 == filter_w;
                 for (c = 0; c < c4; c += 4) {
                     int32_t a0 = es_acc_start(bounded, bias[c]);
                     int32_t a1 = es_acc_start(bounded, bias[c + 1]);
                     int32_t a2 = es_acc_start(bounded, bias[c + 2]);
                     int32_t a3 = es_acc_start(bounded, bias[c + 3]);
-                    for (fy = fy0; fy < fy1; fy++) {
-                        const int8_t *in_row = in_b + ((y0 + fy * dil_h) * in_w + x0) * channels + c;
-                        const int8_t *w_row = w + fy * filter_w * channels + c;
-                        for (fx = fx0; fx < fx1; fx++) {
-                            const uint32_t xv = es_read_u32(in_row + fx * dil_w * channels);
-                            const uint32_t wv = es_read_u32(w_row + fx * channels);
-                            const uint32_t x02 = es_sadd16(es_sxtb16(xv), offset2);
-                            const uint32_t x13 = es_sadd16(es_sxtb16_ror8(xv), offset2);
-                            const uint32_t w02 = es_sxtb16(wv), w13 = es_sxtb16_ror8(wv);
-                            a0 = es_smlabb(x02, w02, a0);
-                            a2 = es_smlatt(x02, w02, a2);
-                            a1 = es_smlabb(x13, w13, a1);
-                            a3 = es_smlatt(x13, w13, a3);
+                    const int8_t *in_c = in_b + (y0 * in_w + x0) * channels + c;
+                    const int16_t *w_c = w16 + c;
+                    if (interior) {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 16
+#endif
+                        for (fy = 0; fy < filter_h; fy++) {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 16
+#endif
+                            for (fx = 0; fx < filter_w; fx++) {
+                                ES_DW_TAP(in_c + (fy * dil_h * in_w + fx * dil_w) * channels,
+                                          w_c + (fy * filter_w + fx) * c4);
+                            }
+                        }
+                    } else {
+                        for (fy = fy0; fy < fy1; fy++) {
+                            for (fx = fx0; fx < fx1; fx++) {
+                                ES_DW_TAP(in_c + (fy * dil_h * in_w + fx * dil_w) * channels,
+                                          w_c + (fy * filter_w + fx) * c4);
+                            }
                         }
                     }
                     output[c] = es_requantize_acc(bounded, a0, bias[c], multiplier[c], shift[c],
