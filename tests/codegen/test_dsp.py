@@ -24,7 +24,7 @@ FAMILIES = {"conv_2d": "es_conv2d_s8_dsp", "depthwise_conv_2d": "es_depthwise_co
             "fully_connected": "es_conv2d_s8_dsp"}
 MODELS_DIR = HERE / "test_qemu_models"
 WHOLE = ("digits", "dscnn", "resnet", "mobilenet")
-SANITIZE = ["-O1", "-fsanitize=undefined,address", "-fno-sanitize-recover=all",
+SANITIZE = ["-O0", "-fsanitize=undefined,address", "-fno-sanitize-recover=all",
             "-fno-omit-frame-pointer"]
 HOST_INPUTS = 48
 BOARD_INPUTS = {"mps2-an386": 8, "mps2-an500": 3, "mps2-an505": 3}
@@ -94,17 +94,15 @@ def test_target_features_select_the_kernels(op_libraries):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_bit_exact_on_the_host_with_sanitizers(family, op_libraries, chost, tmp_path):
     """The generated DSP code with the plain-C intrinsics, -fsanitize=undefined,address:
-    equal to tflite-micro and to the reference kernels on every golden of the family."""
+    equal to tflite-micro on every golden of the family (the reference kernels are held to
+    the same goldens by test_ops.py)."""
     libs = [lib for lib in op_libraries["libs"] if lib["family"] == family]
     exe = chost.build([lib["dsp"] for lib in libs], tmp_path / "dsp", extra_flags=SANITIZE)
-    exe_ref = chost.build([lib["ref"] for lib in libs], tmp_path / "ref", extra_flags=SANITIZE)
     saturated = 0
     for i, lib in enumerate(libs):
         want = lib["tflm"]
         got = chost.run(exe, i, lib["x"], np.int8, want.shape[1:]).reshape(want.shape)
-        ref = chost.run(exe_ref, i, lib["x"], np.int8, want.shape[1:]).reshape(want.shape)
         np.testing.assert_array_equal(got, want, err_msg=lib["path"].name)
-        np.testing.assert_array_equal(ref, want, err_msg=lib["path"].name)
         saturated += int(np.count_nonzero((want == -128) | (want == 127)))
     assert saturated > 0
 
@@ -147,9 +145,12 @@ def _mux_firmware(libs, work: Path, board: str):
 @pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500", "mps2-an505"],
                          ids=["m4", "m7", "m33"])
 def test_ops_bit_exact_on_emulated_cores(board, op_libraries, tmp_path):
-    """All 60 DSP-family goldens in one firmware per core, built with that core's flags
-    (the M4 profile's kernels; the M7 and M33 have the same DSP extension)."""
+    """The DSP-family goldens in one firmware per core, built with that core's flags (the
+    M4 profile's kernels; the M7 and M33 have the same DSP extension): all 60 on the M4,
+    the first 5 of each family on the M7 and M33."""
     libs = op_libraries["libs"]
+    if board != "mps2-an386":  # test-time budget: all 60 on the M4, 15 on the others
+        libs = [lib for lib in libs if int(lib["dsp"].name[-2:]) < 5]
     fw, batch, expected = _mux_firmware(libs, tmp_path, board)
     run = qemu.run_firmware(fw, batch, timeout=120)
     assert run.statuses == [0] * len(batch)
@@ -217,12 +218,13 @@ def test_whole_model_bit_exact_on_m7_and_m33(board, whole):
 
 @pytest.mark.parametrize("name", WHOLE)
 def test_whole_model_host_build_has_no_undefined_behaviour(name, whole, chost, tmp_path):
-    """Reference and DSP libraries with UBSan and ASan (nothing recovers), 200 inputs."""
+    """Reference and DSP libraries with UBSan and ASan (nothing recovers), 50 inputs."""
     case = whole(name)
+    x, want = case["x"][:50], case["tflm"][:50]
     for kind in ("ref", "dsp"):
         exe = chost.build([case[kind]], tmp_path / kind, extra_flags=SANITIZE)
-        got = chost.run(exe, 0, case["x"], np.int8, case["tflm"].shape[1:])
-        np.testing.assert_array_equal(got.reshape(case["tflm"].shape), case["tflm"])
+        got = chost.run(exe, 0, x, np.int8, want.shape[1:])
+        np.testing.assert_array_equal(got.reshape(want.shape), want)
 
 
 # -- fuzz: extreme scales, biases and inputs ------------------------------------------------
@@ -318,7 +320,7 @@ def test_fuzz_extreme_scales_and_inputs(family, chost, tmp_path):
     FULLY_CONNECTED the bytes of an exact-integer oracle with saturating semantics."""
     rng = np.random.default_rng(77)
     refs, dsps, models = [], [], []
-    for i, path in enumerate(_golden_paths(family)[:8]):
+    for i, path in enumerate(_golden_paths(family)[:6]):
         model = _mutate(path.read_bytes(), rng)
         try:
             ref = codegen.generate(model, tmp_path / "ref", name=f"f{i}")
@@ -328,7 +330,7 @@ def test_fuzz_extreme_scales_and_inputs(family, chost, tmp_path):
         refs.append(ref)
         dsps.append(codegen.generate(model, tmp_path / "dsp", name=f"f{i}", target=["dsp"]))
         models.append(model)
-    assert len(models) >= 5
+    assert len(models) >= 4
     exe_ref = chost.build(refs, tmp_path / "bref", extra_flags=SANITIZE)
     exe_dsp = chost.build(dsps, tmp_path / "bdsp", extra_flags=SANITIZE)
     limits = 0
