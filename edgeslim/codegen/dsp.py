@@ -23,6 +23,14 @@ INT32 = (-(2**31), 2**31 - 1)
 BOUND = 2**30
 
 
+def bounded_mode(weights_abs_sum: np.ndarray, bias: np.ndarray, max_input: int, shift) -> int:
+    """The kernels' ``bounded`` argument: 0 (exact requantization), 1 (bounded), 2 (bounded
+    and every shift negative: no left-shift code at all)."""
+    if not bounded(weights_abs_sum, bias, max_input, shift):
+        return 0
+    return 2 if np.all(np.asarray(shift) <= -1) else 1
+
+
 def bounded(weights_abs_sum: np.ndarray, bias: np.ndarray, max_input: int, shift) -> bool:
     """Whether every channel's accumulator (bias + sum of weight * input, inputs at most
     ``max_input`` in magnitude) stays below BOUND after the requantization's left shift,
@@ -71,7 +79,7 @@ def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_poi
     return dict(
         weights=padded.ravel(), k4=k4,
         # the kernel multiplies raw int8 inputs (|x| <= 128) with the folded bias
-        bounded=bounded(np.abs(w).sum(axis=1), folded, 128, sh),
+        bounded=bounded_mode(np.abs(w).sum(axis=1), folded, 128, sh),
         bias=folded.astype(np.int32),
         multiplier=np.array(mult, np.int32),
         shift=np.array(sh, np.int8),

@@ -137,8 +137,8 @@ class Lowerer:
             step.arrays.append(ConstArray(f"{p}_bias", "int32_t", np.zeros(channels, np.int32)))
         w = self.t(op.inputs[1]).data.reshape(-1, channels).astype(np.int64)
         # the kernel multiplies inputs with their offset added: |x + offset| <= 255
-        fits = dsp.bounded(np.abs(w).sum(axis=0), self.bias_values(op, channels), 255,
-                           arrays[f"{p}_shift"].values)
+        fits = dsp.bounded_mode(np.abs(w).sum(axis=0), self.bias_values(op, channels), 255,
+                                arrays[f"{p}_shift"].values)
         taps = P["filter_h"] * P["filter_w"]
         c4 = channels // 4 * 4
         # [tap][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the

@@ -185,8 +185,21 @@ ES_INLINE int8_t es_requantize_bounded(int32_t acc, int32_t multiplier, int32_t 
     return (int8_t)es_clamp_offset(high, output_offset, act_min, act_max);
 }
 
-/* The accumulator's start (the bias when bounded: no saturation possible) and its
- * requantization, the exact or the bounded form. */
+/* es_requantize_bounded for a shift known negative (every channel of the layer shifts
+ * right): no left shift, no branch on the shift's sign. */
+ES_INLINE int8_t es_requantize_right(int32_t acc, int32_t multiplier, int32_t shift,
+                                     int32_t output_offset, int32_t act_min, int32_t act_max)
+{
+    const int32_t high = es_smmulr(acc * 2, multiplier);
+    const int right = (int)-shift;
+    const int32_t v = (high + ((int32_t)1 << (right - 1)) + (high < 0 ? -1 : 0)) >> right;
+    return (int8_t)es_clamp_offset(v, output_offset, act_min, act_max);
+}
+
+/* The accumulator's start and its requantization, by the layer's "bounded" mode (set by the
+ * generator, a constant at each call site): 0, the exact form with a saturating bias;
+ * 1, no accumulator reaches 2^30 (the bias starts the sum, es_requantize_bounded);
+ * 2, as 1 and every shift is negative (es_requantize_right). */
 ES_INLINE int32_t es_acc_start(int32_t bounded, int32_t bias)
 {
     return bounded ? bias : 0;
@@ -196,6 +209,9 @@ ES_INLINE int8_t es_requantize_acc(int32_t bounded, int32_t acc, int32_t bias, i
                                    int32_t shift, int32_t output_offset, int32_t act_min,
                                    int32_t act_max)
 {
+    if (bounded == 2) {
+        return es_requantize_right(acc, multiplier, shift, output_offset, act_min, act_max);
+    }
     if (bounded) {
         return es_requantize_bounded(acc, multiplier, shift, output_offset, act_min, act_max);
     }
