@@ -15,9 +15,11 @@ typedef struct {
 } es_conv_params_t;
 
 /* All output pixels of channel oc; w holds that channel's [filter_h][filter_w][filter_in_c].
- * Only the taps inside the input are visited (ranges computed per row and column). */
-ES_STATIC void es_conv2d_s8_channel(const es_conv_params_t *p, const int8_t *restrict input,
-                                    int8_t *restrict output, int32_t oc, const int8_t *w)
+ * Only the taps inside the input are visited (ranges computed per row and column).
+ * (No restrict here, unlike the entry point: with it GCC's vectorizer grows this frame
+ * from 200 to 272 bytes on the M4, for a kernel the DSP targets do not use.) */
+ES_STATIC void es_conv2d_s8_channel(const es_conv_params_t *p, const int8_t *input,
+                                    int8_t *output, int32_t oc, const int8_t *w)
 {
     const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, fic = p->filter_in_c;
     const int32_t fw = p->filter_w, dil_h = p->dilation_h, dil_w = p->dilation_w;
