@@ -29,8 +29,10 @@ SANITIZE = ["-O0", "-fsanitize=undefined,address", "-fno-sanitize-recover=all",
 HOST_INPUTS = 48
 BOARD_INPUTS = {"mps2-an386": 8, "mps2-an500": 3, "mps2-an505": 3}
 # Measured with these kernels on the DS-CNN of test_qemu_models (mps2-an386, -icount
-# shift=6): optimized / reference instructions = 0.23. Fail well before the 4x gain is lost.
-MAX_DSP_TO_REFERENCE = 0.30
+# shift=6): optimized / reference instructions = 0.18 (2.88 instructions/MAC against 16.00).
+# Fail well before the 5x gain is lost.
+MAX_DSP_TO_REFERENCE = 0.25
+MAX_DSP_INSTRUCTIONS_PER_MAC = 3.5
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -205,7 +207,7 @@ def test_dsp_instructions_against_reference_on_m4(whole):
     ratio = np.mean(opt.instructions) / np.mean(ref.instructions)
     assert 0.05 < ratio < MAX_DSP_TO_REFERENCE, ratio
     per_mac = np.mean(opt.instructions) / case["dsp"].macs
-    assert per_mac < 4.5, per_mac
+    assert per_mac < MAX_DSP_INSTRUCTIONS_PER_MAC, per_mac
 
 
 @pytest.mark.parametrize("board", ["mps2-an500", "mps2-an505"], ids=["m7", "m33"])
