@@ -78,9 +78,7 @@ ES_INLINE void es_depthwise_conv2d_s8_dsp(const int8_t *restrict input, int8_t *
                     const int8_t *in_c = in_b + (y0 * in_w + x0) * channels + c;
                     const int16_t *w_c = w16 + c;
                     if (interior) {
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 16
-#endif
+                        /* (unrolling the rows too made GCC hoist and spill the inputs) */
                         for (fy = 0; fy < filter_h; fy++) {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 16
