@@ -136,9 +136,17 @@ class Lowerer:
         if P["bias"] == "NULL":
             step.arrays.append(ConstArray(f"{p}_bias", "int32_t", np.zeros(channels, np.int32)))
         w = self.t(op.inputs[1]).data.reshape(-1, channels).astype(np.int64)
-        # the kernel multiplies inputs with their offset added: |x + offset| <= 255
-        fits = dsp.bounded_mode(np.abs(w).sum(axis=0), self.bias_values(op, channels), 255,
-                                arrays[f"{p}_shift"].values)
+        bias = self.bias_values(op, channels)
+        interior = bias + int(P["input_offset"]) * w.sum(axis=0)
+        if interior.min() < -(2**31) or interior.max() > 2**31 - 1:
+            step.note = "reference kernel: the bias with the input offset folded in leaves int32"
+            return step
+        step.arrays.append(ConstArray(f"{p}_bias_interior", "int32_t", interior.astype(np.int32)))
+        # edge pixels multiply inputs with their offset added (|x + offset| <= 255) from the
+        # bias, interior ones raw inputs (|x| <= 128) from the folded bias
+        shifts = arrays[f"{p}_shift"].values
+        fits = min(dsp.bounded_mode(np.abs(w).sum(axis=0), bias, 255, shifts),
+                   dsp.bounded_mode(np.abs(w).sum(axis=0), interior, 128, shifts))
         taps = P["filter_h"] * P["filter_w"]
         c4 = channels // 4 * 4
         # [tap][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
@@ -151,8 +159,8 @@ class Lowerer:
             "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "filter_h", "filter_w",
             "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
             "input_offset", "output_offset", "act_min", "act_max")] + [
-            f"{p}_filter", f"{p}_filter16", f"{p}_bias", f"{p}_multiplier", f"{p}_shift",
-            str(int(fits))]
+            f"{p}_filter", f"{p}_filter16", f"{p}_bias", f"{p}_bias_interior",
+            f"{p}_multiplier", f"{p}_shift", str(int(fits))]
         step.params_type, step.params = None, {}
         return step
 
