@@ -4,7 +4,9 @@
 For each whole model (the digits example, a DS-CNN, a small residual network, a MobileNet-style
 network; all int8, trained briefly on scikit-learn's digits), this:
 
-1. generates the C library (``edgeslim.codegen.generate``),
+1. generates the C library (``edgeslim.codegen.generate``) twice: with the reference kernels
+   and with the kernels the board core's target profile selects (``cpu.features``: ``dsp``
+   on the M4/M7/M33/M55), measured side by side from the same run of this tool,
 2. cross-compiles it for Cortex-M0+, M4, M7 and M55 (``-Wall -Wextra -Werror``) and reads the
    library's flash (``arm-none-eabi-size`` text + rodata) and static RAM (.data + .bss),
 3. runs it in the test firmware on the emulated Cortex-M4 (``qemu-system-arm -M mps2-an386
@@ -30,6 +32,8 @@ The models are committed under tests/codegen/test_qemu_models/ (regenerate them 
     .venv/bin/python tools/bench_codegen.py --json out.json  # also as JSON
     .venv/bin/python tools/bench_codegen.py --write-models   # retrain and rewrite the models
     .venv/bin/python tools/bench_codegen.py --board mps2-an385 --core cortex-m0plus
+    .venv/bin/python tools/bench_codegen.py --models --packed --tflite kws.tflite \
+        --inputs-npy kws_inputs.npy                           # any int8 model
 """
 
 from __future__ import annotations
@@ -264,6 +268,7 @@ def load_model(name: str, models_dir: Path = MODELS_DIR) -> tuple[bytes, np.ndar
 @dataclass
 class ModelFigures:
     model: str
+    kernels: str  # "reference", or the target profile whose cpu.features chose them
     macs: int
     arena_bytes: int  # the generated library's arena (<NAME>_ARENA_SIZE)
     stack_bytes: int  # high-water mark of <name>_invoke on the emulated board
@@ -318,20 +323,28 @@ def measure_model(
     *,
     board: str = "mps2-an386",
     core: str | None = None,
+    target: str | None = None,
+    reference: np.ndarray | None = None,
+    tflm_arena: int | None = None,
 ) -> ModelFigures:
+    """Generate (reference kernels, or those the ``target`` profile's cpu.features select),
+    compile, run on the emulated board and compare with TFLite Micro."""
     from edgeslim import codegen, micro
 
     lib_dir = work / "c"
-    result = codegen.generate(model_bytes, lib_dir, name=name)
+    result = codegen.generate(model_bytes, lib_dir, name=name, target=target)
     sizes = {c: _flash(lib_dir, work, c) for c in SIZE_CORES}
     fw, run = _run_on_board(result, lib_dir, inputs, work / "fw", board=board, core=core)
-    reference = micro.run(model_bytes, inputs).reshape(len(inputs), -1)
+    if reference is None:
+        reference = micro.run(model_bytes, inputs).reshape(len(inputs), -1)
     exact = int(np.sum(np.all(run.outputs == reference, axis=1)))
-    tflm_arena = micro.measure_arena(model_bytes)
+    if tflm_arena is None:
+        tflm_arena = micro.measure_arena(model_bytes)
     macs = int(result.macs)
     instr = int(round(float(np.mean(run.instructions))))
     return ModelFigures(
         model=name,
+        kernels=target or "reference",
         macs=macs,
         arena_bytes=result.arena_size,
         stack_bytes=run.max_stack_bytes,
@@ -446,13 +459,13 @@ def _packed_table(rows: list[PackedFigures]) -> str:
 
 
 def _table(rows: list[ModelFigures]) -> str:
-    head = ("model", "MACs", "arena", "stack", "RAM", "TFLM arena", "RAM/TFLM",
+    head = ("model", "kernels", "MACs", "arena", "stack", "RAM", "TFLM arena", "RAM/TFLM",
             "flash M0+", "flash M4", "flash M7", "flash M55", ".tflite",
             "instr/inference", "instr/MAC", "bit-exact")  # fmt: skip
     lines = [head]
     for r in rows:
         lines.append((
-            r.model, f"{r.macs:,}", f"{r.arena_bytes:,}", f"{r.stack_bytes:,}",
+            r.model, r.kernels, f"{r.macs:,}", f"{r.arena_bytes:,}", f"{r.stack_bytes:,}",
             f"{r.ram_bytes:,}", f"{r.tflm_arena_bytes:,}",
             f"{r.ram_bytes / r.tflm_arena_bytes:.2f}",
             *(f"{r.flash[c]:,}" for c in SIZE_CORES), f"{r.tflite_bytes:,}",
@@ -482,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--core", default=None,
                     help="build for this core instead of the board's (cortex-m0plus on mps2-an385)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument("--kernels", choices=("both", "reference", "optimized"), default="both",
+                    help="reference kernels, those the board core's profile selects "
+                         "(cpu.features: dsp), or both side by side (default)")
+    ap.add_argument("--tflite", type=Path, action="append", default=[],
+                    help="also measure this int8 model (inputs from --inputs-npy, same order)")
+    ap.add_argument("--inputs-npy", type=Path, action="append", default=[],
+                    help="int8 inputs (N x input shape) for the --tflite model at the same position")
     ap.add_argument("--write-models", nargs="*", metavar="NAME",
                     help=f"retrain and rewrite these models (default: all) in "
                          f"{MODELS_DIR.relative_to(REPO)}")  # fmt: skip
@@ -490,13 +510,29 @@ def main(argv: list[str] | None = None) -> int:
         for p in write_models(names=args.write_models or None):
             print(f"wrote {p.relative_to(REPO)} ({p.stat().st_size:,} bytes)")
         return 0
+    from edgeslim import micro
+    from edgeslim.codegen import target_features
+    from edgeslim.harness import qemu
+
+    if len(args.tflite) != len(args.inputs_npy):
+        ap.error("give one --inputs-npy per --tflite")
+    profile = args.core or qemu.board_for(args.board).core
+    kernels = {"both": [None, profile], "reference": [None], "optimized": [profile]}[args.kernels]
+    if not target_features(profile) and None in kernels and profile in kernels:
+        kernels = [None]  # no optimized kernels for this core: the reference only
+    models = [(name, *load_model(name)) for name in args.models]
+    models += [(p.stem, p.read_bytes(), np.load(n)) for p, n in zip(args.tflite, args.inputs_npy)]
     rows = []
-    for name in args.models:
-        model_bytes, inputs = load_model(name)
+    for name, model_bytes, inputs in models:
+        inputs = inputs[: args.inputs]
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-            rows.append(measure_model(name, model_bytes, inputs[: args.inputs], Path(tmp),
-                                      board=args.board, core=args.core))  # fmt: skip
+        reference = micro.run(model_bytes, inputs).reshape(len(inputs), -1)
+        tflm_arena = micro.measure_arena(model_bytes)
+        for target in kernels:
+            with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+                rows.append(measure_model(name, model_bytes, inputs, Path(tmp), board=args.board,
+                                          core=args.core, target=target, reference=reference,
+                                          tflm_arena=tflm_arena))  # fmt: skip
         print(f"{name}: measured in {time.perf_counter() - t0:.1f} s (host wall clock)",
               file=sys.stderr)  # fmt: skip
     packed = []
@@ -507,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                                          board=args.board, core=args.core))  # fmt: skip
     if rows:
         print(f"Generated C on the emulated {rows[0].core} ({rows[0].board}, -icount shift=6), "
-              "bytes; RAM = arena + stack high-water mark; flash = library text + rodata; "
+              "bytes; kernels = reference or the ones the core's profile selects (same run); "
+              "RAM = arena + stack high-water mark; flash = library text + rodata; "
               "TFLM arena = tflite-micro's host interpreter, smallest arena that runs")
         print(_table(rows))  # fmt: skip
     if packed:

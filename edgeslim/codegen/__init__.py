@@ -45,10 +45,11 @@ class OpInfo:
     function: str  # the C function called ("" for an aliasing RESHAPE)
     macs: int
     packed_weights: bool = False  # 4-bit indices into per-channel tables
+    note: str = ""  # why the target's optimized kernel was not used, if it has one
 
     def as_dict(self) -> dict:
         return dict(index=self.index, op=self.op, layer=self.layer, function=self.function,
-                    macs=self.macs, packed_weights=self.packed_weights)
+                    macs=self.macs, packed_weights=self.packed_weights, note=self.note)
 
 
 @dataclass
@@ -63,8 +64,9 @@ class CodegenResult:
     model_sha256: str
     input_bytes: int
     output_bytes: int
-    const_bytes: int  # weights and parameters, before the compiler's own layout
+    const_bytes: int  # weights, parameters and constant operands, before the compiler's layout
     files: list[Path] = field(default_factory=list)
+    features: tuple[str, ...] = ()  # the cpu.features that chose the kernels
 
     @property
     def peak(self) -> int:
@@ -86,6 +88,7 @@ class CodegenResult:
             "scratch_buffers": sum(b.name.endswith("_scratch") for b in self.plan.buffers),
             "io_bytes": {"input": self.input_bytes, "output": self.output_bytes},
             "const_bytes": self.const_bytes,
+            "features": list(self.features),
             "macs": self.macs,
             "ops": [o.as_dict() for o in self.ops],
         }
@@ -178,8 +181,24 @@ def _environment():
     )
 
 
+def target_features(target) -> tuple[str, ...]:
+    """The cpu.features that select kernels: from a Target, a profile name ("cortex-m4"),
+    or a list of features; None: the reference kernels only."""
+    if target is None:
+        return ()
+    if isinstance(target, str):
+        from edgeslim.targets import load_target
+
+        target = load_target(target)
+    features = getattr(target, "features", target)
+    if isinstance(features, str) or not all(isinstance(f, str) for f in features):
+        raise CodegenError(f"cannot read CPU features from {target!r}",
+                           hint="pass a target profile name, a Target or a list such as ['dsp']")
+    return tuple(features)
+
+
 def generate(model_bytes: bytes, out_dir: Path, *, name: str,
-             pack_weights: bool = False) -> CodegenResult:
+             pack_weights: bool = False, target=None) -> CodegenResult:
     """Write ``<name>.h`` and ``<name>.c`` for the int8 model into ``out_dir``.
 
     ``pack_weights``: store CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weights whose
@@ -187,13 +206,19 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     indices into per-channel tables, decoded in the kernel (less flash, more
     instructions; same outputs).
 
+    ``target``: a target profile (name or Target) or its ``cpu.features``; with ``dsp``
+    (Cortex-M4/M7/M33/M55) CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED use SIMD kernels
+    (firmware_templates/c/kernels_dsp/), bit-exact with the reference kernels, which the
+    default (no target) and cores without DSP use.
+
     Raises CodegenError for a model the backend cannot handle (an unsupported op is
     named with its layer). Files appear in ``out_dir`` only when generation succeeded.
     """
     _check_name(name)
     graph = read_graph(bytes(model_bytes))
     _check_io(graph)
-    steps = lower(graph, pack_weights=pack_weights)
+    features = target_features(target)
+    steps = lower(graph, pack_weights=pack_weights, features=features)
     root, buffers = _resolve(graph, steps)
     plan = memplan.plan(buffers)
     memplan.check(plan)
@@ -202,8 +227,9 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
 
     from edgeslim.codegen.emit import render
 
-    header, source = render(_environment(), name=name, graph=graph, steps=steps, plan=plan,
-                            root=root, sha256=sha, macs=macs)
+    header, source, arrays = render(_environment(), name=name, graph=graph, steps=steps,
+                                    plan=plan, root=root, sha256=sha, macs=macs,
+                                    features=features)
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -219,13 +245,11 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    const_bytes = sum(
-        np.asarray(a.values).size * _ctype_size(a.ctype)
-        for s in steps for a in s.arrays
-    )
+    # every array the source defines, the t{N}_const operands included
+    const_bytes = sum(np.asarray(a.values).size * _ctype_size(a.ctype) for a in arrays)
     ops = [
         OpInfo(s.op.index, s.op.opcode, graph.layer_name(s.op), "" if s.alias else s.function,
-               s.macs, s.lut4 is not None)
+               s.macs, s.lut4 is not None, s.note)
         for s in steps
     ]
     return CodegenResult(
@@ -233,7 +257,7 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
         ops=ops, macs=macs, model_sha256=sha,
         input_bytes=graph.tensors[graph.inputs[0]].nbytes,
         output_bytes=graph.tensors[graph.outputs[0]].nbytes,
-        const_bytes=int(const_bytes), files=files,
+        const_bytes=int(const_bytes), files=files, features=features,
     )
 
 

@@ -13,9 +13,13 @@ from typing import Callable
 
 import numpy as np
 
-from edgeslim.codegen import quant
+from edgeslim.codegen import dsp, quant
 from edgeslim.codegen.graph import Graph, Operator, Tensor, activation_name, padding_name
 from edgeslim.errors import CodegenError
+
+# TFLite's int8 SOFTMAX sums exp(x - max) in Q12.19 (each term <= 2^19) in an int32: more
+# than 4095 terms can overflow it (undefined behaviour in TFLite's own kernel).
+MAX_SOFTMAX_DEPTH = 4095
 
 HINT = (
     "build the TFLite Micro bundle instead (the default backend, without --backend c), "
@@ -47,6 +51,10 @@ class Step:
     size_arg: int | None = None  # es_copy_bytes takes a byte count first
     lut4: str | None = None  # name of the es_lut4_t for 4-bit packed weights
     scratch_bytes: int = 0  # an arena scratch buffer live during this step only
+    # Optimized kernels take their shapes as constant arguments (always-inline functions,
+    # compiled per call site): the C expressions after (inputs, output[, scratch]).
+    call_args: list[str] | None = None
+    note: str = ""  # why an optimized kernel was not used for this op ("" if it was, or none exists)
 
     @property
     def params_name(self) -> str:
@@ -64,9 +72,97 @@ class _ConvCommon:
     bias: str
 
 class Lowerer:
-    def __init__(self, graph: Graph, *, pack_weights: bool = False):
+    def __init__(self, graph: Graph, *, pack_weights: bool = False, features=()):
         self.g = graph
         self.pack_weights = pack_weights
+        self.dsp = dsp.has_dsp(features)
+
+    # -- optimized kernels (the target profile's cpu.features) ----------------------------
+    def bias_values(self, op: Operator, channels: int) -> np.ndarray:
+        if len(op.inputs) <= 2 or op.inputs[2] < 0:
+            return np.zeros(channels, np.int64)
+        return self.t(op.inputs[2]).data.ravel().astype(np.int64)
+
+    def to_dsp_matmul(self, step: Step, weights: np.ndarray, geometry: dict) -> Step:
+        """CONV_2D / FULLY_CONNECTED on es_conv2d_s8_dsp (kernels_dsp/conv_dsp.c) when it
+        computes exactly what the reference kernel does; else the step unchanged."""
+        if not self.dsp or step.lut4 is not None:
+            return step
+        op, P = step.op, step.params
+        p = f"op{op.index}"
+        arrays = {a.name: a for a in step.arrays}
+        mult = arrays[f"{p}_multiplier"].values
+        shift = arrays[f"{p}_shift"].values
+        x = self.t(op.inputs[0])
+        out_c = weights.shape[0]
+        got = dsp.matmul_operands(weights.reshape(out_c, -1), self.bias_values(op, out_c),
+                                  x.zero_point, mult, shift)
+        if isinstance(got, str):
+            step.note = f"reference kernel: {got}"
+            return step
+        g = geometry
+        k = g["filter_h"] * g["filter_w"] * g["in_c"]
+        direct = g["filter_h"] == 1 and g["filter_w"] == 1 and g["pad_h"] == 0 and g["pad_w"] == 0
+        step.arrays = [
+            ConstArray(f"{p}_filter", "int8_t", got["weights"]),
+            ConstArray(f"{p}_bias", "int32_t", got["bias"]),
+            ConstArray(f"{p}_multiplier", "int32_t", got["multiplier"]),
+            ConstArray(f"{p}_shift", "int8_t", got["shift"]),
+        ]
+        step.function = "es_conv2d_s8_dsp"
+        step.kernels = ("simd", "conv_dsp")
+        step.params_type, step.params = None, {}
+        step.scratch_bytes = 8 * got["k4"] + (0 if direct else k)
+        step.call_args = [str(int(g[n])) for n in (
+            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h", "filter_w",
+            "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w")] + [
+            str(int(x.zero_point)), str(int(P["output_offset"])), str(int(P["act_min"])),
+            str(int(P["act_max"])), f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift",
+            str(int(got["bounded"]))]
+        return step
+
+    def to_dsp_depthwise(self, step: Step) -> Step:
+        if not self.dsp or step.lut4 is not None:
+            return step
+        op, P = step.op, step.params
+        p = f"op{op.index}"
+        arrays = {a.name: a for a in step.arrays}
+        why = dsp.depthwise_eligible(P["depth_multiplier"], P["filter_h"] * P["filter_w"],
+                                     arrays[f"{p}_multiplier"].values)
+        if why:
+            step.note = f"reference kernel: {why}"
+            return step
+        channels = P["in_c"]
+        if P["bias"] == "NULL":
+            step.arrays.append(ConstArray(f"{p}_bias", "int32_t", np.zeros(channels, np.int32)))
+        w = self.t(op.inputs[1]).data.reshape(-1, channels).astype(np.int64)
+        bias = self.bias_values(op, channels)
+        interior = bias + int(P["input_offset"]) * w.sum(axis=0)
+        if interior.min() < -(2**31) or interior.max() > 2**31 - 1:
+            step.note = "reference kernel: the bias with the input offset folded in leaves int32"
+            return step
+        step.arrays.append(ConstArray(f"{p}_bias_interior", "int32_t", interior.astype(np.int32)))
+        # edge pixels multiply inputs with their offset added (|x + offset| <= 255) from the
+        # bias, interior ones raw inputs (|x| <= 128) from the folded bias
+        shifts = arrays[f"{p}_shift"].values
+        fits = min(dsp.bounded_mode(np.abs(w).sum(axis=0), bias, 255, shifts),
+                   dsp.bounded_mode(np.abs(w).sum(axis=0), interior, 128, shifts))
+        taps = P["filter_h"] * P["filter_w"]
+        c4 = channels // 4 * 4
+        # [tap][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
+        # kernel's SXTB16 makes of four inputs
+        w16 = w[:, :c4].reshape(taps, c4 // 4, 4)[:, :, [0, 2, 1, 3]].astype(np.int16)
+        step.arrays.append(ConstArray(f"{p}_filter16", "int16_t", w16.ravel()))
+        step.function = "es_depthwise_conv2d_s8_dsp"
+        step.kernels = ("simd", "depthwise_conv_dsp")
+        step.call_args = [str(int(P[n])) for n in (
+            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "filter_h", "filter_w",
+            "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
+            "input_offset", "output_offset", "act_min", "act_max")] + [
+            f"{p}_filter", f"{p}_filter16", f"{p}_bias", f"{p}_bias_interior",
+            f"{p}_multiplier", f"{p}_shift", str(int(fits))]
+        step.params_type, step.params = None, {}
+        return step
 
     def maybe_pack(self, step: Step, channels: list[np.ndarray]) -> Step:
         """Store the weights as 4-bit indices into per-channel tables when every output
@@ -147,6 +243,14 @@ class Lowerer:
             raise self.fail(op, f"padding {pad} is not supported")
         return one(s_h, d_h, in_h, f_h, out_h), one(s_w, d_w, in_w, f_w, out_w)
 
+    def check_shift(self, op: Operator, shift) -> None:
+        """A requantization scale of 2^31 or more (input scale x weight scale / output scale)
+        would shift an int32 by 31 or more bits: undefined in C and in TFLite's kernel."""
+        if len(shift) and max(int(s) for s in shift) > 30:
+            raise self.fail(op, "the output scale is more than 2^30 times smaller than input "
+                                "scale x weight scale: the requantization cannot be computed",
+                            hint="re-quantize the model (its output range is degenerate)")
+
     def const(self, op: Operator, idx: int, what: str) -> Tensor:
         t = self.t(idx)
         if not t.is_constant:
@@ -178,7 +282,12 @@ class Lowerer:
         )
         step = Step(op, "es_conv2d_s8", ("conv",), "es_conv_params_t", params, arrays,
                     [x], [out], macs=n * oh * ow * oc * fh * fw * fic)
-        return self.maybe_pack(step, [wt.data[c].ravel() for c in range(oc)])
+        step = self.maybe_pack(step, [wt.data[c].ravel() for c in range(oc)])
+        if fic != ic:
+            if self.dsp:
+                step.note = "reference kernel: grouped convolution"
+            return step
+        return self.to_dsp_matmul(step, wt.data, params)
 
     def conv_window(self, op: Operator, xt, wt, ot, ih, iw, fh, fw, oh, ow, oc) -> "_ConvCommon":
         """What CONV_2D and DEPTHWISE_CONV_2D share: strides, dilation, padding, the fused
@@ -188,6 +297,7 @@ class Lowerer:
         ph, pw = self.padding(op, ih, iw, fh, fw, sh, sw, dh, dw, oh, ow)
         lo, hi = self.act_range(op, ot)
         mult, shift = quant.conv_multipliers(xt.scale, wt.scales, ot.scale, oc)
+        self.check_shift(op, shift)
         p = f"op{op.index}"
         arrays = [
             ConstArray(f"{p}_filter", "int8_t", wt.data.ravel()),
@@ -232,7 +342,8 @@ class Lowerer:
         step = Step(op, "es_depthwise_conv2d_s8", ("depthwise_conv",),
                     "es_depthwise_conv_params_t", params, arrays, [x], [out],
                     macs=n * oh * ow * oc * fh * fw)
-        return self.maybe_pack(step, [wt.data[0, :, :, c].ravel() for c in range(oc)])
+        step = self.maybe_pack(step, [wt.data[0, :, :, c].ravel() for c in range(oc)])
+        return self.to_dsp_depthwise(step)
 
     def fully_connected(self, op: Operator) -> Step:
         x, w, out = op.inputs[0], op.inputs[1], op.outputs[0]
@@ -256,6 +367,7 @@ class Lowerer:
         else:
             m, s = quant.fc_multiplier(xt.scale, float(wt.scales[0]), ot.scale)
             mult, shift = [m], [s]
+        self.check_shift(op, shift)
         p = f"op{op.index}"
         arrays = [
             ConstArray(f"{p}_filter", "int8_t", wt.data.ravel()),
@@ -272,7 +384,13 @@ class Lowerer:
         step = Step(op, "es_fully_connected_s8", ("fully_connected",),
                     "es_fully_connected_params_t", params, arrays, [x], [out],
                     macs=batches * out_depth * accum)
-        return self.maybe_pack(step, [wt.data[o].ravel() for o in range(out_depth)])
+        step = self.maybe_pack(step, [wt.data[o].ravel() for o in range(out_depth)])
+        # rows of the input as the pixels of a 1x1 convolution
+        geometry = dict(batches=1, in_h=batches, in_w=1, in_c=accum, out_h=batches, out_w=1,
+                        out_c=out_depth, filter_h=1, filter_w=1, stride_h=1, stride_w=1,
+                        dilation_h=1, dilation_w=1, pad_h=0, pad_w=0)
+        step = self.to_dsp_matmul(step, wt.data, geometry)
+        return step
 
     def _pool(self, op: Operator, function: str) -> Step:
         x, out = op.inputs[0], op.outputs[0]
@@ -400,6 +518,10 @@ class Lowerer:
         m, left = quant.quantize_multiplier(real)
         diff_min = -quant.input_radius(5, left)
         depth = xt.shape[-1]
+        if depth > MAX_SOFTMAX_DEPTH:
+            # sum_of_exps holds up to depth * 2^19 (exp(0) = 1.0 in Q12.19) in an int32.
+            raise self.fail(op, f"depth {depth} > {MAX_SOFTMAX_DEPTH}: the int8 kernel's sum of "
+                                "exponentials would overflow its 32-bit accumulator")
         params = dict(outer=xt.size // depth, depth=depth, input_multiplier=m,
                       input_left_shift=left, diff_min=diff_min)
         return Step(op, "es_softmax_s8", ("gemmlowp_math", "softmax"), "es_softmax_params_t",
@@ -515,9 +637,12 @@ SUPPORTED = (
 )
 
 
-def lower(graph: Graph, *, pack_weights: bool = False) -> list[Step]:
-    """Lower every operator in execution order; CodegenError on the first unsupported one."""
-    lw = Lowerer(graph, pack_weights=pack_weights)
+def lower(graph: Graph, *, pack_weights: bool = False, features=()) -> list[Step]:
+    """Lower every operator in execution order; CodegenError on the first unsupported one.
+
+    ``features``: the target's ``cpu.features``; with ``dsp``, CONV_2D, DEPTHWISE_CONV_2D and
+    FULLY_CONNECTED use the Armv7E-M DSP kernels where they are exact (kernels_dsp/)."""
+    lw = Lowerer(graph, pack_weights=pack_weights, features=features)
     steps = []
     for op in graph.operators:
         if op.opcode not in SUPPORTED:

@@ -30,9 +30,9 @@ def srdhm(a: int, b: int) -> int:
 
 
 def mbqm(x: int, m: int, shift: int) -> int:
-    left = max(shift, 0)
-    y = (x << left) & 0xFFFFFFFF
-    y = y - 2**32 if y >= 2**31 else y
+    """MultiplyByQuantizedMultiplier with the left shift saturated to the int32 range
+    (TFLite's int32 product overflows there: undefined behaviour, a wrap in practice)."""
+    y = min(max(x * 2 ** max(shift, 0), I32_MIN), I32_MAX)
     return rdbp(srdhm(y, m), max(-shift, 0))
 
 
@@ -65,12 +65,19 @@ def test_helpers_match_the_exact_rounding_rules(tmp_path, chost):
     for _ in range(1500):
         cases.append((2, int(rng.integers(-(2**20), 2**20)), int(rng.integers(2**30, 2**31)),
                       int(rng.integers(-31, 9))))
+    # ... and accumulators near the int32 limits with left shifts: the shift saturates.
+    for x in (I32_MAX, I32_MIN, 2**30, -(2**30) - 1, 2**24 + 1, -(2**24) - 1):
+        for shift in (1, 2, 7, 8, 30):
+            cases.append((2, x, int(rng.integers(2**30, 2**31)), shift))
+    saturating = sum(1 for o, a, b, c in cases if o == 2 and c > 0 and
+                     not I32_MIN <= a * 2**c <= I32_MAX)
     text = "".join(f"{o} {a} {b} {c}\n" for o, a, b, c in cases)
     out = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True)
     got = [int(v) for v in out.stdout.split()]
     want = [rdbp(a, b) if o == 0 else srdhm(a, b) if o == 1 else mbqm(a, b, c)
             for o, a, b, c in cases]
     assert len(got) == len(cases) > 3000
+    assert saturating >= 20
     bad = [(c, g, w) for c, g, w in zip(cases, got, want) if g != w]
     assert not bad, bad[:10]
     # The tie rules themselves, spelled out.

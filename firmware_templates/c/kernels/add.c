@@ -7,8 +7,8 @@ typedef struct {
     int32_t output_multiplier, output_shift, act_min, act_max;
 } es_add_params_t;
 
-ES_STATIC void es_add_s8(const es_add_params_t *p, const int8_t *input1, const int8_t *input2,
-                      int8_t *output)
+ES_STATIC void es_add_s8(const es_add_params_t *p, const int8_t *restrict input1, const int8_t *restrict input2,
+                      int8_t *restrict output)
 {
     const es_broadcast_t *s = &p->shape;
     int32_t i0, i1, i2, i3;
@@ -29,8 +29,8 @@ ES_STATIC void es_add_s8(const es_add_params_t *p, const int8_t *input1, const i
                         es_sat_rounding_doubling_high_mul(sb, p->input2_multiplier), -p->input2_shift);
                     const int32_t raw = es_rounding_divide_by_pot(
                         es_sat_rounding_doubling_high_mul(ra + rb, p->output_multiplier),
-                        -p->output_shift) + p->output_offset;
-                    *out++ = (int8_t)es_clamp(raw, p->act_min, p->act_max);
+                        -p->output_shift);
+                    *out++ = (int8_t)es_clamp_offset(raw, p->output_offset, p->act_min, p->act_max);
                 }
             }
         }

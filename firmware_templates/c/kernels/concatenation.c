@@ -6,7 +6,7 @@ typedef struct {
 } es_concatenation_params_t;
 
 ES_STATIC void es_concatenation_s8(const es_concatenation_params_t *p, const int8_t *const *inputs,
-                                int8_t *output)
+                                int8_t *restrict output)
 {
     int32_t o, k, i;
     for (o = 0; o < p->outer; o++) {

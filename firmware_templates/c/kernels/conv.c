@@ -15,7 +15,9 @@ typedef struct {
 } es_conv_params_t;
 
 /* All output pixels of channel oc; w holds that channel's [filter_h][filter_w][filter_in_c].
- * Only the taps inside the input are visited (ranges computed per row and column). */
+ * Only the taps inside the input are visited (ranges computed per row and column).
+ * (No restrict here, unlike the entry point: with it GCC's vectorizer grows this frame
+ * from 200 to 272 bytes on the M4, for a kernel the DSP targets do not use.) */
 ES_STATIC void es_conv2d_s8_channel(const es_conv_params_t *p, const int8_t *input,
                                     int8_t *output, int32_t oc, const int8_t *w)
 {
@@ -50,15 +52,15 @@ ES_STATIC void es_conv2d_s8_channel(const es_conv_params_t *p, const int8_t *inp
                         w_px += fic;
                     }
                 }
-                acc = es_mul_by_quantized_multiplier(acc + bias, multiplier, shift);
-                *out = (int8_t)es_clamp(acc + p->output_offset, p->act_min, p->act_max);
+                acc = es_mul_by_quantized_multiplier(es_sat_add(acc, bias), multiplier, shift);
+                *out = (int8_t)es_clamp_offset(acc, p->output_offset, p->act_min, p->act_max);
                 out += p->out_c;
             }
         }
     }
 }
 
-ES_STATIC void es_conv2d_s8(const es_conv_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_conv2d_s8(const es_conv_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     const int32_t per_channel = p->filter_h * p->filter_w * p->filter_in_c;
     int32_t oc;

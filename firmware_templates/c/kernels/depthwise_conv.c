@@ -16,7 +16,7 @@ typedef struct {
 /* All output pixels of channel oc; tap (fy, fx) of its filter is w[(fy * filter_w + fx) * w_step].
  * Only the taps inside the input are visited (ranges computed per row and column). */
 ES_STATIC void es_depthwise_conv2d_s8_channel(const es_depthwise_conv_params_t *p,
-                                              const int8_t *input, int8_t *output, int32_t oc,
+                                              const int8_t *restrict input, int8_t *restrict output, int32_t oc,
                                               const int8_t *w, int32_t w_step)
 {
     const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
@@ -48,16 +48,16 @@ ES_STATIC void es_depthwise_conv2d_s8_channel(const es_depthwise_conv_params_t *
                         w_px += w_step;
                     }
                 }
-                acc = es_mul_by_quantized_multiplier(acc + bias, multiplier, shift);
-                *out = (int8_t)es_clamp(acc + p->output_offset, p->act_min, p->act_max);
+                acc = es_mul_by_quantized_multiplier(es_sat_add(acc, bias), multiplier, shift);
+                *out = (int8_t)es_clamp_offset(acc, p->output_offset, p->act_min, p->act_max);
                 out += out_c;
             }
         }
     }
 }
 
-ES_STATIC void es_depthwise_conv2d_s8(const es_depthwise_conv_params_t *p, const int8_t *input,
-                                      int8_t *output)
+ES_STATIC void es_depthwise_conv2d_s8(const es_depthwise_conv_params_t *p, const int8_t *restrict input,
+                                      int8_t *restrict output)
 {
     const int32_t out_c = p->in_c * p->depth_multiplier;
     int32_t oc;

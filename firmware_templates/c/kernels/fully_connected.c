@@ -12,7 +12,7 @@ typedef struct {
 
 /* Output o of every batch row; w holds row o of the weights. */
 ES_STATIC void es_fully_connected_s8_row(const es_fully_connected_params_t *p,
-                                         const int8_t *input, int8_t *output, int32_t o,
+                                         const int8_t *restrict input, int8_t *restrict output, int32_t o,
                                          const int8_t *w)
 {
     const int32_t q = p->per_channel ? o : 0;
@@ -25,14 +25,14 @@ ES_STATIC void es_fully_connected_s8_row(const es_fully_connected_params_t *p,
         for (d = 0; d < depth; d++) {
             acc += (int32_t)w[d] * ((int32_t)x[d] + input_offset);
         }
-        acc = es_mul_by_quantized_multiplier(acc + bias, p->multiplier[q], p->shift[q]);
-        acc = es_clamp(acc + p->output_offset, p->act_min, p->act_max);
+        acc = es_mul_by_quantized_multiplier(es_sat_add(acc, bias), p->multiplier[q], p->shift[q]);
+        acc = es_clamp_offset(acc, p->output_offset, p->act_min, p->act_max);
         output[b * p->out_depth + o] = (int8_t)acc;
     }
 }
 
-ES_STATIC void es_fully_connected_s8(const es_fully_connected_params_t *p, const int8_t *input,
-                                     int8_t *output)
+ES_STATIC void es_fully_connected_s8(const es_fully_connected_params_t *p, const int8_t *restrict input,
+                                     int8_t *restrict output)
 {
     int32_t o;
     for (o = 0; o < p->out_depth; o++) {

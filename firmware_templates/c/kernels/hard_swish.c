@@ -38,7 +38,7 @@ ES_STATIC int16_t es_rounding_divide_by_pot_s16(int16_t x, int exponent)
     return (int16_t)((x >> exponent) + (remainder > threshold ? 1 : 0));
 }
 
-ES_STATIC void es_hard_swish_s8(const es_hard_swish_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_hard_swish_s8(const es_hard_swish_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     int32_t i;
     for (i = 0; i < p->size; i++) {

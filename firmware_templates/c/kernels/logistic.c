@@ -4,7 +4,7 @@ typedef struct {
     int32_t size, input_zero_point, input_range_radius, input_multiplier, input_left_shift;
 } es_logistic_params_t;
 
-ES_STATIC void es_logistic_s8(const es_logistic_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_logistic_s8(const es_logistic_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     int32_t i;
     for (i = 0; i < p->size; i++) {

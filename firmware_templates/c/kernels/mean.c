@@ -7,7 +7,7 @@ typedef struct {
     int32_t multiplier, shift;
 } es_mean_params_t;
 
-ES_STATIC void es_mean_s8(const es_mean_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_mean_s8(const es_mean_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     int32_t o, r, i;
     for (o = 0; o < p->outer; o++) {
@@ -19,7 +19,7 @@ ES_STATIC void es_mean_s8(const es_mean_params_t *p, const int8_t *input, int8_t
             }
             v = es_mul_by_quantized_multiplier(sum - p->input_zero_point * p->reduced,
                                                p->multiplier, p->shift);
-            output[o * p->inner + i] = (int8_t)es_clamp(v + p->output_zero_point, INT8_MIN, INT8_MAX);
+            output[o * p->inner + i] = (int8_t)es_clamp_offset(v, p->output_zero_point, INT8_MIN, INT8_MAX);
         }
     }
 }

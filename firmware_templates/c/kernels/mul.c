@@ -5,8 +5,8 @@ typedef struct {
     int32_t output_multiplier, output_shift, act_min, act_max;
 } es_mul_params_t;
 
-ES_STATIC void es_mul_s8(const es_mul_params_t *p, const int8_t *input1, const int8_t *input2,
-                      int8_t *output)
+ES_STATIC void es_mul_s8(const es_mul_params_t *p, const int8_t *restrict input1, const int8_t *restrict input2,
+                      int8_t *restrict output)
 {
     const es_broadcast_t *s = &p->shape;
     int32_t i0, i1, i2, i3;
@@ -19,10 +19,10 @@ ES_STATIC void es_mul_s8(const es_mul_params_t *p, const int8_t *input1, const i
                                              + i2 * s->stride1[2] + i3 * s->stride1[3]];
                     const int32_t b = input2[i0 * s->stride2[0] + i1 * s->stride2[1]
                                              + i2 * s->stride2[2] + i3 * s->stride2[3]];
-                    const int32_t raw = p->output_offset + es_mul_by_quantized_multiplier(
+                    const int32_t raw = es_mul_by_quantized_multiplier(
                         (a + p->input1_offset) * (b + p->input2_offset),
                         p->output_multiplier, p->output_shift);
-                    *out++ = (int8_t)es_clamp(raw, p->act_min, p->act_max);
+                    *out++ = (int8_t)es_clamp_offset(raw, p->output_offset, p->act_min, p->act_max);
                 }
             }
         }

@@ -5,7 +5,7 @@ typedef struct {
     int8_t pad_value;
 } es_pad_params_t;
 
-ES_STATIC void es_pad_s8(const es_pad_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_pad_s8(const es_pad_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     const int32_t *is = p->in_shape;
     const int32_t *os = p->out_shape;

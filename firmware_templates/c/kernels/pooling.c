@@ -17,7 +17,7 @@ ES_STATIC void es_pool_window(const es_pool_params_t *p, int32_t oy, int32_t ox,
     *x1 = p->in_w - *in_x0 < p->filter_w ? p->in_w - *in_x0 : p->filter_w;
 }
 
-ES_STATIC void es_average_pool_s8(const es_pool_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_average_pool_s8(const es_pool_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     int32_t b, oy, ox, c, fy, fx;
     for (b = 0; b < p->batches; b++) {
@@ -48,7 +48,7 @@ ES_STATIC void es_average_pool_s8(const es_pool_params_t *p, const int8_t *input
     }
 }
 
-ES_STATIC void es_max_pool_s8(const es_pool_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_max_pool_s8(const es_pool_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     int32_t b, oy, ox, c, fy, fx;
     for (b = 0; b < p->batches; b++) {

@@ -5,7 +5,7 @@ typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min;
 } es_softmax_params_t;
 
-ES_STATIC void es_softmax_s8(const es_softmax_params_t *p, const int8_t *input, int8_t *output)
+ES_STATIC void es_softmax_s8(const es_softmax_params_t *p, const int8_t *restrict input, int8_t *restrict output)
 {
     int32_t row, c;
     for (row = 0; row < p->outer; row++) {
