@@ -756,7 +756,8 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
 
             progress.stage("codegen", "generating the interpreter-free C library")
             t = time.monotonic()
-            cg = generate(model_bytes, tmp / "c", name=c_identifier(model_name), pack_weights=pack_weights)
+            cg = generate(model_bytes, tmp / "c", name=c_identifier(model_name), pack_weights=pack_weights,
+                          target=tgt)  # the profile's cpu.features choose the kernels (DSP where it has them)
             report["codegen"] = {
                 **cg.report(),
                 # the same model under TFLite Micro, for comparison (64-bit host measurement)

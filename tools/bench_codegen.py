@@ -512,11 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from edgeslim import micro
     from edgeslim.codegen import target_features
-    from edgeslim.harness import qemu
+    from edgeslim.harness import emulator
 
     if len(args.tflite) != len(args.inputs_npy):
         ap.error("give one --inputs-npy per --tflite")
-    profile = args.core or qemu.board_for(args.board).core
+    profile = args.core or emulator.board_for(args.board).core
     kernels = {"both": [None, profile], "reference": [None], "optimized": [profile]}[args.kernels]
     if not target_features(profile) and None in kernels and profile in kernels:
         kernels = [None]  # no optimized kernels for this core: the reference only

@@ -17,7 +17,7 @@ import pytest
 
 from edgeslim import codegen
 from edgeslim.codegen.graph import activation_name, read_graph
-from edgeslim.harness import qemu
+from edgeslim.harness import _testfw, firmware
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = {"conv_2d": "es_conv2d_s8_dsp", "depthwise_conv_2d": "es_depthwise_conv2d_s8_dsp",
@@ -126,7 +126,7 @@ def _mux_firmware(libs, work: Path, board: str):
     (lib_dir / "mux.c").write_text(env.get_template("mux_library.c.j2").render(models=names))
     sources = [lib_dir / "mux.c", *[lib["dsp"].source for lib in libs]]
     include_flags = sorted({f"-I{lib['dsp'].header.parent}" for lib in libs})
-    fw = qemu.build_test_firmware(sources, lib_dir / "mux.h", work / f"fw-{board}", name="mux",
+    fw = firmware.build_test_firmware(sources, lib_dir / "mux.h", work / f"fw-{board}", name="mux",
                                   input_bytes=in_bytes, output_bytes=out_bytes,
                                   arena_bytes=max(lib["dsp"].arena_size for lib in libs),
                                   board=board, library_flags=include_flags)
@@ -154,7 +154,7 @@ def test_ops_bit_exact_on_emulated_cores(board, op_libraries, tmp_path):
     if board != "mps2-an386":  # test-time budget: all 60 on the M4, 15 on the others
         libs = [lib for lib in libs if int(lib["dsp"].name[-2:]) < 5]
     fw, batch, expected = _mux_firmware(libs, tmp_path, board)
-    run = qemu.run_firmware(fw, batch, timeout=120)
+    run = _testfw.run_firmware(fw, batch, timeout=120)
     assert run.statuses == [0] * len(batch)
     np.testing.assert_array_equal(run.outputs, expected)
 
@@ -179,7 +179,7 @@ def whole(tmp_path_factory, chost):
 
 def _firmware(case, kind: str, board: str = "mps2-an386"):
     r = case[kind]
-    return qemu.firmware_for_library(r.header.parent, case["work"] / f"fw-{kind}-{board}",
+    return firmware.firmware_for_library(r.header.parent, case["work"] / f"fw-{kind}-{board}",
                                      name=r.name, input_bytes=r.input_bytes,
                                      output_bytes=r.output_bytes, arena_bytes=r.arena_size,
                                      board=board)
@@ -189,7 +189,7 @@ def _firmware(case, kind: str, board: str = "mps2-an386"):
 def test_whole_model_bit_exact_on_m4(name, whole):
     case = whole(name)
     x, want = case["x"][:50], case["tflm"][:50]
-    run = qemu.run_firmware(_firmware(case, "dsp"), x, timeout=240)
+    run = _testfw.run_firmware(_firmware(case, "dsp"), x, timeout=240)
     np.testing.assert_array_equal(run.outputs, want)
     assert run.statuses == [0] * len(x)
     assert run.max_stack_bytes <= 512
@@ -201,8 +201,8 @@ def test_dsp_instructions_against_reference_on_m4(whole):
     """Same model, same run conditions, instruction counts are deterministic under -icount."""
     case = whole("dscnn")
     x = case["x"][:4]
-    opt = qemu.run_firmware(_firmware(case, "dsp"), x, timeout=240)
-    ref = qemu.run_firmware(_firmware(case, "ref"), x, timeout=240)
+    opt = _testfw.run_firmware(_firmware(case, "dsp"), x, timeout=240)
+    ref = _testfw.run_firmware(_firmware(case, "ref"), x, timeout=240)
     np.testing.assert_array_equal(opt.outputs, ref.outputs)
     ratio = np.mean(opt.instructions) / np.mean(ref.instructions)
     assert 0.05 < ratio < MAX_DSP_TO_REFERENCE, ratio
@@ -214,7 +214,7 @@ def test_dsp_instructions_against_reference_on_m4(whole):
 def test_whole_model_bit_exact_on_m7_and_m33(board, whole):
     case = whole("dscnn")
     x, want = case["x"][:10], case["tflm"][:10]
-    run = qemu.run_firmware(_firmware(case, "dsp", board), x, timeout=240)
+    run = _testfw.run_firmware(_firmware(case, "dsp", board), x, timeout=240)
     np.testing.assert_array_equal(run.outputs, want)
 
 
