@@ -1,7 +1,7 @@
 """Board profiles are typed (edgeslim.schema, pydantic strict): every wrong type of
 issue 13 is refused with the file, the key and the expected type; the shipped profiles
-load exactly as they did before the schema (tests/targets/data/shipped_profiles.json,
-written by tools/snapshot_targets.py with the loader of before)."""
+load exactly as they did before the schema (tests/targets/data/shipped_config.json,
+written by tools/snapshot_config.py with the loader of before)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ from edgeslim.targets import load_target
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_shipped_profiles_load_identically():
-    spec = importlib.util.spec_from_file_location("snapshot_targets", ROOT / "tools" / "snapshot_targets.py")
+def snapshot_tool():
+    spec = importlib.util.spec_from_file_location("snapshot_config", ROOT / "tools" / "snapshot_config.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    want = json.loads((Path(__file__).parent / "data" / "shipped_profiles.json").read_text())
-    got = json.loads(json.dumps(tool.snapshot()))
+    return tool
+
+
+def test_shipped_profiles_load_identically():
+    want = json.loads((Path(__file__).parent / "data" / "shipped_config.json").read_text())["targets"]
+    got = json.loads(json.dumps(snapshot_tool().snapshot()["targets"]))
     assert sorted(got) == sorted(want) and len(got) == 13
     for name in want:
         assert got[name] == want[name], name
