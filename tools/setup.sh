@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
+# clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the
+# firmware's command parser (tools/fuzz.py dut; tests/fuzz)
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make clang libclang-rt-dev)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
