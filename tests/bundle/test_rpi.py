@@ -203,3 +203,43 @@ def test_agent_stdin_survives_bad_bytes_and_a_closed_pipe(rpi_bundle, tiny_cnn_b
             proc.wait()
         proc.stderr.close()
     assert b"Traceback" not in err and b"output closed" in err, err
+
+
+def test_agent_watch_service_keeps_serving(rpi_bundle, tiny_cnn_bytes, tmp_path, litert_outputs):
+    """The systemd unit's way: one long-running `watch`. Bad files, then a good request
+    written under a temporary name and renamed, as the README says: the service stays
+    up and answers it. A file that cannot even be moved aside (rejected/ is a file here)
+    is left in the inbox once, logged, and does not stop the requests behind it."""
+    import signal
+    import time
+
+    d, _, x = rpi_bundle
+    inbox, outbox, blocked = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "not_a_folder"
+    inbox.mkdir()
+    blocked.write_text("a file where rejected/ should be\n")
+    proc = subprocess.Popen([sys.executable, str(d / "agent.py"), "watch", str(inbox), str(outbox),
+                             "--interval", "0.1", "--rejected", str(blocked)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        (inbox / "a_random.npy").write_bytes(os.urandom(200))
+        (inbox / "b_folder.npy").mkdir()
+        tmp = inbox / ".c_good.npy.part"
+        with open(tmp, "wb") as f:
+            np.save(f, x[:4])
+        os.replace(tmp, inbox / "c_good.npy")
+        deadline = time.monotonic() + 90
+        while not (outbox / "c_good.npy").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            time.sleep(0.1)
+        time.sleep(0.5)  # a few more passes over the stuck files
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    log = proc.stdout.read().decode(errors="replace")
+    proc.stdout.close()
+    np.testing.assert_array_equal(np.load(outbox / "c_good.npy"), litert_outputs(tiny_cnn_bytes, x[:4]))
+    assert "Traceback" not in log
+    assert log.count("a_random.npy left in the inbox") == 1 and log.count("b_folder.npy left in the inbox") == 1
+    assert sorted(p.name for p in inbox.iterdir()) == ["a_random.npy", "b_folder.npy"]
