@@ -292,6 +292,7 @@ def resolve(
     """
     table: dict = {}
     if target_recipe:
+        from_dict(target_recipe, source="the target profile's [recipe] tables")  # its own errors
         table = merge_tables(table, target_recipe)
     source = "recipe"
     if recipe_file is not None:

@@ -79,3 +79,14 @@ def test_invalid_utf8_and_deep_nesting(tmp_path):
     with pytest.raises(RecipeError) as e:
         R.resolve(recipe_file=path)
     assert str(path) in str(e.value)
+
+
+def test_a_board_recipe_with_a_wrong_type_is_named_as_the_boards(tmp_path):
+    from edgeslim.targets import load_target
+
+    board = tmp_path / "board.toml"
+    board.write_text('inherit = "rpi4"\n[recipe.prune]\nsparsity = true\n')
+    target = load_target(str(board))  # typed when a build resolves it (the stage schemas need TensorFlow)
+    with pytest.raises(RecipeError) as e:
+        R.resolve(target_recipe=target.recipe)
+    assert "recipe key prune.sparsity in the target profile's [recipe] tables must be a number" in str(e.value)
