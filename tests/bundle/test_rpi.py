@@ -243,3 +243,14 @@ def test_agent_watch_service_keeps_serving(rpi_bundle, tiny_cnn_bytes, tmp_path,
     assert "Traceback" not in log
     assert log.count("a_random.npy left in the inbox") == 1 and log.count("b_folder.npy left in the inbox") == 1
     assert sorted(p.name for p in inbox.iterdir()) == ["a_random.npy", "b_folder.npy"]
+
+
+def test_bundle_readme_documents_the_request_protocol(rpi_bundle):
+    """Clients write a temporary name then rename (the agent ignores temporary names);
+    refused files go to rejected/ with the reason."""
+    d, _, _ = rpi_bundle
+    readme = (d / "README.md").read_text()
+    assert "inbox/.x.npy.part" in readme and "mv edgeslim/tiny_cnn/inbox/.x.npy.part" in readme
+    assert "rejected/NAME.reason.txt" in readme and "NAME.error.json" in readme
+    agent = (d / "agent.py").read_text()
+    assert 'name.endswith(".npy") and not name.startswith(".")' in agent
