@@ -7,11 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the
-# firmware's command parser (tools/fuzz.py dut; tests/fuzz)
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make clang libclang-rt-dev)
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+# clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the
+# firmware's command parser (tools/fuzz.py dut; tests/fuzz)
+APT_PACKAGES+=(clang libclang-rt-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
