@@ -37,7 +37,8 @@ _EXPECTED = {
     "less_than_equal": None,
 }
 
-STRICT = ConfigDict(strict=True, extra="forbid")
+# NaN and infinity are never a setting (and NaN would make a recipe unequal to itself)
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class Table(BaseModel):

@@ -44,6 +44,8 @@ def test_shipped_recipes_resolve_identically():
     ("[channels]\nscan = [[0.5]]\n", "channels.scan[0]", "a number"),
     ('[[prune.override]]\nlayer = "conv1"\nsparsity = "high"\n', "prune.override[0].sparsity", "a number"),
     ("[lowrank]\nlayers = {a = 1}\n", "lowrank.layers", "an array"),
+    ("[distill]\ntemperature = nan\n", "distill.temperature", "a finite number"),
+    ("[build]\nmax_drop = inf\n", "build.max_drop", "a finite number"),
 ])
 def test_wrong_types_name_file_key_and_type(tmp_path, text, key, expected):
     path = tmp_path / "r.toml"

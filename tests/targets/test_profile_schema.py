@@ -53,6 +53,8 @@ BASE = 'inherit = "rpi4"\n'
     (BASE + "description = 7\n", "description", "a string"),
     (BASE + "[variants.cpu]\nnum_threads = 1.5\n", "variants.cpu.num_threads", "an integer"),
     (BASE + "[recipe]\nprune = 3\n", "recipe.prune", "a table"),
+    (BASE + "[ops]\nmin_scale = nan\n", "ops.min_scale", "a finite number"),
+    (BASE + "[cpu]\nclock_mhz = inf\n", "cpu.clock_mhz", "an integer or a finite number"),
 ])
 def test_wrong_types_name_file_key_and_type(tmp_path, text, key, expected):
     bad = tmp_path / "board.toml"
