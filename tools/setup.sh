@@ -32,8 +32,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "setup: installing edgeslim into $VENV"
 if [ "${1:-}" = "--editable" ]; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,fuzz]"
 else
-  "$VENV/bin/pip" install -q --disable-pip-version-check ".[test]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check ".[test,fuzz]"
 fi
 echo "setup: done ($("$VENV/bin/edgeslim" --version))"
