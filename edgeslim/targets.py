@@ -107,7 +107,7 @@ class _ProfileFile(schema.Table):
     inherit: str | None = None
     alias: str | None = None
     abstract: bool | None = None
-    kind: Literal["mcu", "rpi", "android"] | None = None
+    kind: Literal[KINDS] | None = None  # type: ignore[valid-type]  (the tuple's values)
     runtime: str | None = None
     description: str | None = None
     default_variant: str | None = None

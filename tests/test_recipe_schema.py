@@ -24,7 +24,7 @@ def test_shipped_recipes_resolve_identically():
     spec.loader.exec_module(tool)
     want = json.loads((ROOT / "tests" / "targets" / "data" / "shipped_config.json").read_text())["recipes"]
     got = json.loads(json.dumps(tool.snapshot()["recipes"]))
-    assert len(got) == len(want) == 15 and "docs/recipe.md:0" in got
+    assert len(want) == 15 and set(want) <= set(got) and "docs/recipe.md:0" in got
     for name in want:
         assert got[name] == want[name], name
 

@@ -27,7 +27,9 @@ def snapshot_tool():
 def test_shipped_profiles_load_identically():
     want = json.loads((Path(__file__).parent / "data" / "shipped_config.json").read_text())["targets"]
     got = json.loads(json.dumps(snapshot_tool().snapshot()["targets"]))
-    assert sorted(got) == sorted(want) and len(got) == 13
+    # profiles added after the record load too (snapshot() loads every one); the ones
+    # recorded must be unchanged
+    assert len(want) == 13 and set(want) <= set(got)
     for name in want:
         assert got[name] == want[name], name
 
