@@ -13,6 +13,7 @@ tables onto them, so adding a setting to a stage is adding a field there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import sys
 import typing
@@ -20,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from edgeslim import schema
 from edgeslim.errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -167,58 +171,50 @@ def _config_to_table(cfg) -> dict:
     return table
 
 
-def _check_type(where: str, key: str, value, default, hint_type):
-    """Loose type check against the field's default value/annotation."""
-    text = str(hint_type)
-    if isinstance(value, bool):
-        ok = "bool" in text
-    elif isinstance(value, int):
-        ok = "int" in text or "float" in text
-    elif isinstance(value, float):
-        ok = "float" in text
-    elif isinstance(value, str):
-        ok = "str" in text
-    elif isinstance(value, list):
-        ok = "tuple" in text or "list" in text
-    else:
-        ok = False
-    if not ok:
-        raise RecipeError(
-            f"recipe key {where}.{key} has the wrong type: got {value!r}, expected {text}",
-            f"See docs/recipe.md for {where}.{key}.",
-        )
-
-
-def _build_dataclass(cls, table: dict, where: str, override_cls=None):
+@functools.lru_cache(maxsize=None)
+def _schema(cls):
+    """The strict schema of one config dataclass's TOML table (edgeslim/schema.py), made
+    from the dataclass's own type hints: adding a field to a stage types its key."""
     hints = typing.get_type_hints(cls)
+    return schema.partial_model(f"{cls.__name__}Table", {k: t for k, t in hints.items() if k != "overrides"})
+
+
+def _build_dataclass(cls, table: dict, where: str, override_cls=None, *, source: str = "recipe"):
     names = {f.name for f in dataclasses.fields(cls)}
     valid = sorted((names - {"overrides"}) | ({"override"} if "overrides" in names else set()))
+    plain = {}
     kwargs = {}
     for key, value in table.items():
         if key == "override" and "overrides" in names:
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 raise RecipeError(
-                    f"recipe key {where}.override must be an array of tables ([[{where}.override]])"
+                    f"recipe key {where}.override in {source} must be an array of tables "
+                    f"([[{where}.override]])"
                 )
             kwargs["overrides"] = tuple(
-                _build_dataclass(override_cls, v, f"{where}.override") for v in value
+                _build_dataclass(override_cls, v, f"{where}.override[{i}]", source=source)
+                for i, v in enumerate(value)
             )
             continue
         if key not in names or key == "overrides":
             raise RecipeError(
-                f"unknown recipe key {where}.{key}",
+                f"unknown recipe key {where}.{key} in {source}",
                 f"Valid keys in [{where}]: {', '.join(valid)}.",
             )
-        _check_type(where, key, value, None, hints.get(key, type(value)))
-        if isinstance(value, list):
-            value = tuple(value)
-        if isinstance(value, int) and not isinstance(value, bool) and "float" in str(hints.get(key)) and "int" not in str(hints.get(key)):
-            value = float(value)
-        kwargs[key] = value
+        # TOML arrays are the configs' tuples; the schema checks every element's type
+        plain[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        kwargs.update(_schema(cls).model_validate(plain).model_dump(exclude_unset=True))
+    except ValidationError as exc:
+        key, expected, got = schema.describe(exc, plain)
+        raise RecipeError(
+            f"recipe key {where}.{key} in {source} must be {expected}, got {got!r}",
+            f"See docs/recipe.md for {where}.{key.split('[')[0]}.",
+        ) from None
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise RecipeError(f"invalid settings in [{where}]: {exc}") from None
+        raise RecipeError(f"invalid settings in [{where}] of {source}: {exc}") from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:
@@ -226,7 +222,7 @@ def _build_dataclass(cls, table: dict, where: str, override_cls=None):
         except RecipeError:
             raise
         except ValueError as exc:
-            raise RecipeError(f"invalid settings in [{where}]: {exc}") from None
+            raise RecipeError(f"invalid settings in [{where}] of {source}: {exc}") from None
     return obj
 
 
@@ -254,13 +250,13 @@ def from_dict(table: dict, *, source: str = "recipe") -> Recipe:
             )
         if not isinstance(table[key], dict):
             raise RecipeError(f"recipe key {key!r} in {source} must be a table ([{key}])")
-    build = _build_dataclass(BuildConfig, table.get("build", {}), "build")
+    build = _build_dataclass(BuildConfig, table.get("build", {}), "build", source=source)
     build.validate()
     stages = {}
     for name in STAGES:
         cls = stage_config_class(name)
         override_cls = getattr(importlib.import_module("edgeslim.compress.overrides"), "LayerOverride")
-        stages[name] = _build_dataclass(cls, table.get(name, {}), name, override_cls)
+        stages[name] = _build_dataclass(cls, table.get(name, {}), name, override_cls, source=source)
     return Recipe(build=build, stages=stages)
 
 
@@ -272,6 +268,11 @@ def load_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise RecipeError(f"recipe file {path} nests tables or arrays too deeply",
+                          "A recipe has two levels of tables at most.") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe file {path}: {exc.strerror}") from None
 
 
 def resolve(
@@ -291,10 +292,13 @@ def resolve(
     """
     table: dict = {}
     if target_recipe:
+        from_dict(target_recipe, source="the target profile's [recipe] tables")  # its own errors
         table = merge_tables(table, target_recipe)
     source = "recipe"
     if recipe_file is not None:
-        table = merge_tables(table, load_toml(recipe_file))
+        from_file = load_toml(recipe_file)
+        from_dict(from_file, source=str(recipe_file))  # its own errors name the file
+        table = merge_tables(table, from_file)
         source = str(recipe_file)
     if recipe_table:
         table = merge_tables(table, recipe_table)

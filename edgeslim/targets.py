@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from edgeslim import schema
 from edgeslim.errors import TargetError
 from edgeslim.recipe import STAGES as _recipe_stages
 from edgeslim.resources import targets_dir
@@ -46,6 +51,93 @@ _TABLE_KEYS = {
     "ops": {"supported", "tensor_types", "fused_activations", "min_scale", "constraints"},
     "build": {"cflags", "optimized_kernels", "qemu_machine", "tflm_target_arch"},
 }
+# The schema of one profile file (pydantic, strict: see edgeslim/schema.py). Every key
+# is optional here, because a file that inherits sets only what it changes; the keys a
+# resolved profile must have are checked after the merge (_build_target).
+_Size = Union[Annotated[int, Field(ge=0)], str]  # 65536 or "64k"; parse_size reads the string
+_OpList = Union[Literal["builtin"], list[str]]  # the names are checked against TFLite's enum
+_Positive = Union[Annotated[int, Field(gt=0)], Annotated[float, Field(gt=0)]]
+
+
+class _Cpu(schema.Table):
+    arch: str | None = None
+    core: str | None = None
+    abi: str | None = None
+    features: list[str] | None = None
+    clock_mhz: _Positive | None = None
+    cores: Annotated[int, Field(gt=0)] | None = None
+
+
+class _Memory(schema.Table):
+    ram: _Size | None = None
+    flash: _Size | None = None
+    runtime_flash: _Size | None = None
+    ram_reserved: _Size | None = None
+    arena_margin: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+
+class _Ops(schema.Table):
+    supported: _OpList | None = None
+    tensor_types: list[str] | None = None
+    fused_activations: list[str] | None = None
+    min_scale: Annotated[float, Field(ge=0)] | None = None
+    constraints: dict[str, str] | None = None
+
+
+class _Build(schema.Table):
+    cflags: str | None = None
+    optimized_kernels: str | None = None
+    qemu_machine: str | None = None
+    tflm_target_arch: str | None = None
+
+
+class _Variant(schema.Table):
+    delegate: str | None = None
+    model: str | None = None
+    precision: str | None = None
+    num_threads: Annotated[int, Field(gt=0)] | None = None
+    ops: _OpList | None = None
+
+
+class _RuntimeOptions(schema.Table):
+    num_threads: Annotated[int, Field(gt=0, le=1024)] | None = None
+
+
+class _ProfileFile(schema.Table):
+    inherit: str | None = None
+    alias: str | None = None
+    abstract: bool | None = None
+    kind: Literal[KINDS] | None = None  # type: ignore[valid-type]  (the tuple's values)
+    runtime: str | None = None
+    description: str | None = None
+    default_variant: str | None = None
+    cpu: _Cpu | None = None
+    memory: _Memory | None = None
+    ops: _Ops | None = None
+    build: _Build | None = None
+    recipe: dict[str, dict[str, Any]] | None = None  # typed by the recipe schema at build time
+    variants: dict[str, _Variant] | None = None
+    runtime_options: _RuntimeOptions | None = None
+
+
+def _check_schema(path: Path, raw: dict) -> None:
+    """Refuse a profile file whose keys have the wrong type, naming the file and the key."""
+    problem = schema.check(_ProfileFile, raw)
+    if problem is None:
+        return
+    key, expected, got = problem
+    if expected == "unknown key":
+        table, _, _ = key.rpartition(".")
+        fields = {"": _ProfileFile, "runtime_options": _RuntimeOptions}.get(table)
+        if table.startswith("variants."):
+            fields = _Variant
+        allowed = sorted(fields.model_fields if fields else _TABLE_KEYS.get(table, ()))
+        raise TargetError(f"target profile {path}: unknown key {key!r}",
+                          hint=f"Allowed{f' in [{table}]' if table else ''}: {', '.join(allowed)}.")
+    raise TargetError(f"target profile {path}: key {key!r} must be {expected}, got {got!r}",
+                      hint="See the shipped targets/*.toml for the format of each key.")
+
+
 # The recipe tables a profile may set: the stages recipe.py knows, and [build].
 _RECIPE_SECTIONS = {"build", *_recipe_stages, "coreset"}
 
@@ -197,7 +289,14 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"target profile {path} is not valid TOML: {exc}",
-                          hint="Fix the syntax of the file (see the shipped targets/*.toml).") from exc
+                          hint="Fix the syntax of the file (see the shipped targets/*.toml).") from None
+    except UnicodeDecodeError as exc:
+        raise TargetError(f"target profile {path} is not UTF-8 text (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r})",
+                          hint="TOML files are UTF-8: save the file as UTF-8.") from None
+    except RecursionError:
+        raise TargetError(f"target profile {path} nests tables or arrays too deeply",
+                          hint="A board profile needs two levels at most.") from None
     except OSError as exc:
         raise TargetError(f"cannot read target profile {path}: {exc.strerror}") from exc
 
@@ -230,6 +329,7 @@ def _load_raw(path: Path, search: list[Path], chain: tuple[str, ...] = ()) -> tu
     if unknown:
         raise TargetError(f"target profile {path}: unknown key {sorted(unknown)[0]!r}",
                           hint=f"Allowed top-level keys: {', '.join(sorted(_TOP_KEYS))}.")
+    _check_schema(path, raw)
     base_name = raw.get("inherit")
     if base_name is None:
         return raw, ()

@@ -17,6 +17,9 @@ APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make kot
               nodejs npm chromium chromium-driver espeak-ng)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+# clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the
+# firmware's command parser (tools/fuzz.py dut; tests/fuzz)
+APT_PACKAGES+=(clang libclang-rt-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -59,8 +62,8 @@ fi
 
 echo "setup: installing edgeslim into $VENV"
 if [ "${1:-}" = "--editable" ]; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,fuzz]"
 else
-  "$VENV/bin/pip" install -q --disable-pip-version-check ".[test]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check ".[test,fuzz]"
 fi
 echo "setup: done ($("$VENV/bin/edgeslim" --version))"

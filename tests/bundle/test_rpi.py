@@ -4,6 +4,7 @@ in a separate venv, with tflite-runtime 2.14 + numpy < 2, and matches the host i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -109,3 +110,147 @@ def test_agent_watch_mode_answers_files(rpi_bundle, tiny_cnn_bytes, tmp_path, li
     assert r.returncode == 0, r.stderr
     assert list(inbox.iterdir()) == [] and [p.name for p in outbox.iterdir()] == ["req1.npy"]
     np.testing.assert_array_equal(np.load(outbox / "req1.npy"), litert_outputs(tiny_cnn_bytes, x[:4]))
+
+
+def _bad_inbox_files(inbox, x):
+    """Every kind of bad request the watch mode must survive (issue 13, point 3);
+    names sort before the good request, so it is queued behind all of them."""
+    import io
+    import pickle
+
+    rng = np.random.default_rng(13)
+    (inbox / "a01_random.npy").write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (inbox / "a02_empty.npy").write_bytes(b"")
+    buf = io.BytesIO()
+    np.save(buf, x[:3])
+    data = buf.getvalue()
+    (inbox / "a03_half_written.npy").write_bytes(data[:len(data) // 2])
+    np.save(inbox / "a04_pickled.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    (inbox / "a05_raw_pickle.npy").write_bytes(pickle.dumps({"x": [1, 2, 3]}))
+    np.save(inbox / "a06_wrong_shape.npy", np.zeros((2, 9, 9, 1), np.int8))
+    np.save(inbox / "a07_wrong_dtype.npy", np.array(["abc", "def"]))
+    np.save(inbox / "a08_complex.npy", np.zeros((8, 8, 1), np.complex64))
+    np.save(inbox / "a09_nan.npy", np.full((8, 8, 1), np.nan, np.float32))
+    np.save(inbox / "a10_out_of_range.npy", np.full((8, 8, 1), 1000, np.int32))
+    (inbox / "a11_folder.npy").mkdir()
+    (inbox / "a12_huge_header.npy").write_bytes(b"\x93NUMPY\x01\x00\xff\xff" + b" " * 100)
+    return 12
+
+
+def test_agent_watch_survives_bad_inbox_files(rpi_bundle, tiny_cnn_bytes, tmp_path, litert_outputs):
+    """Bad requests queued in front of a good one: each gets an error reply and moves to
+    rejected/ with its reason; the good one is served; temporary names are left alone."""
+    d, _, x = rpi_bundle
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    n_bad = _bad_inbox_files(inbox, x)
+    np.save(inbox / "z_good.npy", x[:5])
+    np.save(inbox / ".z_next.npy", x[:2])        # a client's temporary names: not touched
+    (inbox / "z_next.npy.part").write_bytes(b"\x93NUMPY")
+    r = run_agent(sys.executable, d, "watch", str(inbox), str(outbox), "--once")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    np.testing.assert_array_equal(np.load(outbox / "z_good.npy"), litert_outputs(tiny_cnn_bytes, x[:5]))
+    assert sorted(p.name for p in inbox.iterdir()) == [".z_next.npy", "z_next.npy.part"]
+    rejected = tmp_path / "rejected"
+    moved = sorted(p.name for p in rejected.iterdir() if not p.name.endswith(".reason.txt"))
+    assert len(moved) == n_bad and all(n.startswith("a") for n in moved)
+    assert (rejected / "a11_folder.npy").is_dir()
+    errors = {p.name[:-len(".error.json")]: json.loads(p.read_text())
+              for p in outbox.glob("*.error.json")}
+    assert sorted(errors) == moved
+    for name, reply in errors.items():
+        reason = (rejected / f"{name}.reason.txt").read_text().strip()
+        assert reply["error"] == reason and reason
+    assert "never unpickles" in errors["a04_pickled.npy"]["error"]
+    assert "half-written" in errors["a03_half_written.npy"]["error"]
+    assert "shape (2, 9, 9, 1)" in errors["a06_wrong_shape.npy"]["error"]
+    assert "NaN" in errors["a09_nan.npy"]["error"]
+    assert "outside int8" in errors["a10_out_of_range.npy"]["error"]
+    assert errors["a11_folder.npy"]["error"] == "not a regular file"
+    # the client's rename makes the request visible; the next pass serves it
+    os.replace(inbox / ".z_next.npy", inbox / "z_next.npy")
+    r = run_agent(sys.executable, d, "watch", str(inbox), str(outbox), "--once")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(outbox / "z_next.npy"), litert_outputs(tiny_cnn_bytes, x[:2]))
+
+
+def test_agent_stdin_survives_bad_bytes_and_a_closed_pipe(rpi_bundle, tiny_cnn_bytes, litert_outputs):
+    d, _, x = rpi_bundle
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict", LC_ALL="C")
+    lines = [b"\xff\xfe\x80 not utf-8", b"zz", x[0].tobytes().hex()[:-2].encode(), b"\xc3\xa9" * 64,
+             x[1].tobytes().hex().encode()]
+    p = subprocess.run([sys.executable, str(d / "agent.py"), "stdin"], input=b"\n".join(lines) + b"\n",
+                       capture_output=True, env=env, timeout=120)
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
+    replies = [json.loads(s) for s in p.stdout.decode("ascii").splitlines()]
+    assert len(replies) == 5
+    assert [("error" in r) for r in replies] == [True, True, True, True, False]
+    assert "63 bytes: the model's input is 64 bytes" in replies[2]["error"]
+    assert replies[4]["output"] == litert_outputs(tiny_cnn_bytes, x[1:2])[0].tolist()
+    # the reader closes its end: the agent stops quietly on its next answer
+    proc = subprocess.Popen([sys.executable, str(d / "agent.py"), "stdin"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        proc.stdout.close()
+        proc.stdin.write((x[0].tobytes().hex() + "\n").encode() * 3)
+        proc.stdin.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert b"Traceback" not in err and b"output closed" in err, err
+
+
+def test_agent_watch_service_keeps_serving(rpi_bundle, tiny_cnn_bytes, tmp_path, litert_outputs):
+    """The systemd unit's way: one long-running `watch`. Bad files, then a good request
+    written under a temporary name and renamed, as the README says: the service stays
+    up and answers it. A file that cannot even be moved aside (rejected/ is a file here)
+    is left in the inbox once, logged, and does not stop the requests behind it."""
+    import signal
+    import time
+
+    d, _, x = rpi_bundle
+    inbox, outbox, blocked = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "not_a_folder"
+    inbox.mkdir()
+    blocked.write_text("a file where rejected/ should be\n")
+    proc = subprocess.Popen([sys.executable, str(d / "agent.py"), "watch", str(inbox), str(outbox),
+                             "--interval", "0.1", "--rejected", str(blocked)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        (inbox / "a_random.npy").write_bytes(os.urandom(200))
+        (inbox / "b_folder.npy").mkdir()
+        tmp = inbox / ".c_good.npy.part"
+        with open(tmp, "wb") as f:
+            np.save(f, x[:4])
+        os.replace(tmp, inbox / "c_good.npy")
+        deadline = time.monotonic() + 90
+        while not (outbox / "c_good.npy").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            time.sleep(0.1)
+        time.sleep(0.5)  # a few more passes over the stuck files
+        assert proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    log = proc.stdout.read().decode(errors="replace")
+    proc.stdout.close()
+    np.testing.assert_array_equal(np.load(outbox / "c_good.npy"), litert_outputs(tiny_cnn_bytes, x[:4]))
+    assert "Traceback" not in log
+    assert log.count("a_random.npy left in the inbox") == 1 and log.count("b_folder.npy left in the inbox") == 1
+    assert sorted(p.name for p in inbox.iterdir()) == ["a_random.npy", "b_folder.npy"]
+
+
+def test_bundle_readme_documents_the_request_protocol(rpi_bundle):
+    """Clients write a temporary name then rename (the agent ignores temporary names);
+    refused files go to rejected/ with the reason."""
+    d, _, _ = rpi_bundle
+    readme = (d / "README.md").read_text()
+    assert "inbox/.x.npy.part" in readme and "mv edgeslim/tiny_cnn/inbox/.x.npy.part" in readme
+    assert "rejected/NAME.reason.txt" in readme and "NAME.error.json" in readme
+    agent = (d / "agent.py").read_text()
+    assert 'name.endswith(".npy") and not name.startswith(".")' in agent
