@@ -23,8 +23,8 @@ from pathlib import Path
 
 from edgeslim import __version__
 from edgeslim.bundle.render import c_identifier, render_to
-from edgeslim.resources import templates_dir
 from edgeslim.errors import TargetError
+from edgeslim.resources import templates_dir
 from edgeslim.targets import CheckResult, Target, arena_with_margin, check_model, read_model
 
 BYTES_PER_ROW = 12
@@ -46,9 +46,26 @@ ICOUNT_SHIFT = 6
 # sources are on no package registry), written into every bundle's README.
 VERIFIED = {
     "tflm_commit": "90b983c2b3f1480642e040bbd2ddb37b998f3424",
-    "toolchain": "Debian's arm-none-eabi-gcc 12.2.rel1, qemu-system-arm 7.2",
-    "commands": [],
-    "result": "",
+    "toolchain": "Debian 12's arm-none-eabi-gcc 12.2.rel1 with libstdc++-arm-none-eabi-newlib, "
+                 "qemu-system-arm 7.2, cmake 3.25",
+    "commands": [
+        "TFLM=/path/to/tflite-micro   # third-party downloads in place (offline: see Prerequisites)",
+        "edgeslim example --target cortex-m4 --out /tmp/x --seed 0   # the digits CNN, 19,352 B int8",
+        "cd /tmp/x/cortex-m4/tflm",
+        "make tflm-lib TFLM_DIR=$TFLM                       # TFLM's make, CMSIS-NN, release_with_logs",
+        "make run BOARD=mps2-an386 TFLM_DIR=$TFLM           # main.cc: 'arena used 4436 of 6240 bytes', outputs",
+        "make run-harness BOARD=mps2-an386 TFLM_DIR=$TFLM PORT=$P &",
+        "edgeslim bench /tmp/x/cortex-m4 --port socket://127.0.0.1:$P --data /tmp/x/example/digits.npz -n 360",
+        "cmake -S . -B build -DTFLM_DIR=$TFLM -DCMAKE_TOOLCHAIN_FILE=arm-none-eabi.cmake && cmake --build build",
+    ],
+    "result": (
+        "Outputs equal to the tflite-micro Python interpreter's on 360 of 360 inputs (the digits test "
+        "split; max int8 difference 0, accuracy 96.39% on both) with the Makefile's harness.elf, and "
+        "on 100 of 100 with the CMake one; main.cc's outputs for the zero input equal the "
+        "interpreter's too. On the emulated Cortex-M4 (qemu -icount shift=6): 282,556 emulator "
+        "instructions per inference (median), arena used 4,436 of 6,240 bytes, weights CRC-32 "
+        "computed by the device equal to the generated value."
+    ),
 }
 
 # TFLite builtin op -> MicroMutableOpResolver method, where the method name is
