@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)
+# libstdc++-arm-none-eabi-dev (17 MB, C++ headers) and cmake: the TFLite Micro bundle's tests
+# compile its C++ for Cortex-M and configure its CMake project. Linking C++ firmware against
+# TFLite Micro needs libstdc++-arm-none-eabi-newlib too (1.5 GB), which the tests do not.
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev qemu-system-arm make cmake)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
