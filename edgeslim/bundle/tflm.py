@@ -57,6 +57,8 @@ VERIFIED = {
         "make run-harness BOARD=mps2-an386 TFLM_DIR=$TFLM PORT=$P &",
         "edgeslim bench /tmp/x/cortex-m4 --port socket://127.0.0.1:$P --data /tmp/x/example/digits.npz -n 360",
         "cmake -S . -B build -DTFLM_DIR=$TFLM -DCMAKE_TOOLCHAIN_FILE=arm-none-eabi.cmake && cmake --build build",
+        "make tflm-lib harness BOARD=mps2-an386 TFLM_DIR=$TFLM OPTIMIZED_KERNEL_DIR=   # reference kernels",
+        "make run-harness BOARD=mps2-an386 TFLM_DIR=$TFLM OPTIMIZED_KERNEL_DIR= PORT=$P &   # and bench again",
     ],
     "result": (
         "Outputs equal to the tflite-micro Python interpreter's on 360 of 360 inputs (the digits test "
@@ -64,7 +66,9 @@ VERIFIED = {
         "on 100 of 100 with the CMake one; main.cc's outputs for the zero input equal the "
         "interpreter's too. On the emulated Cortex-M4 (qemu -icount shift=6): 282,556 emulator "
         "instructions per inference (median), arena used 4,436 of 6,240 bytes, weights CRC-32 "
-        "computed by the device equal to the generated value."
+        "computed by the device equal to the generated value. With TFLM's reference kernels "
+        "(no OPTIMIZED_KERNEL_DIR): 360 of 360 equal, 1,139,989 instructions per inference, "
+        "arena used 4,356 bytes."
     ),
 }
 

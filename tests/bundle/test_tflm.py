@@ -369,7 +369,8 @@ def test_makefile_links_the_exact_library_and_does_not_rerun_tflm_make_when_it_e
     r = _make(tflm, "-n", "tflm-lib", f"TFLM_DIR={tflm_dir}", "BUILD_TYPE=release")
     assert " microlite" in r.stdout
     r = _make(tflm, "-n", "-B", "objects", f"TFLM_DIR={tflm_dir}", "BUILD_TYPE=release")
-    main_cc = next(l for l in r.stdout.splitlines() if l.endswith("-o build/custom/main.o"))
+    main_cc = next(l for l in r.stdout.splitlines()
+                   if l.endswith("-o build/custom/cortex_m_generic_cortex-m4+fp_release_cmsis_nn_gcc/main.o"))
     assert "-DTF_LITE_STRIP_ERROR_STRINGS" in main_cc.split() and "-DCMSIS_NN" in main_cc.split()
     r = _make(tflm, "-n", "-B", "objects", f"TFLM_DIR={tflm_dir}", "BOARD=mps2-an386")
     lines = r.stdout.splitlines()
