@@ -13,8 +13,11 @@ cd "$(dirname "$0")/.."
 
 # kotlin: the tests compile the Android bundle's protocol server (DutServer.kt) and run it on the JVM.
 # nodejs/npm: LiteRT.js for the web bundle; chromium(-driver): its browser tests; espeak-ng: bench_web.py.
-APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make kotlin
-              nodejs npm chromium chromium-driver espeak-ng)
+# libstdc++-arm-none-eabi-dev (17 MB, C++ headers) and cmake: the TFLite Micro bundle's tests
+# compile its C++ for Cortex-M and configure its CMake project. Linking C++ firmware against
+# TFLite Micro needs libstdc++-arm-none-eabi-newlib too (1.5 GB), which the tests do not.
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev qemu-system-arm make cmake
+              kotlin nodejs npm chromium chromium-driver espeak-ng)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the

@@ -53,6 +53,7 @@ class DutClient:
         self.timeout = float(timeout)
         self.infer_timeout = float(infer_timeout)
         self._rx = b""
+        self.log: list[str] = []  # m-log-[...] lines the device printed (its runtime's logging)
         if isinstance(port, str):
             import serial
 
@@ -161,6 +162,9 @@ class DutClient:
             if not (line.startswith("m-") or line.startswith("e-")):
                 raise DeviceError(f"{self.port} answered {line[:60]!r} to {command}%: not the protocol",
                                   hint="Is it the edgeslim harness or agent, at the right baud rate?")
+            if line.startswith("m-log-["):  # the device's runtime logging: kept, not a reply
+                self.log.append(line[len("m-log-["):-1] if line.endswith("]") else line[len("m-log-["):])
+                continue
             lines.append(line)
 
     # -- commands ------------------------------------------------------------

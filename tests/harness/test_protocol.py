@@ -203,3 +203,32 @@ def test_client_reports_a_dropped_link(device):
     with pytest.raises(DeviceError, match="dropped during name%"):
         for _ in range(5):
             c.name()
+
+
+def test_log_lines_are_kept_aside_not_taken_for_replies():
+    """A device may print its runtime's log as m-log-[...] (the TFLite Micro harness routes
+    MicroPrintf there): the client keeps them in .log and reads the replies as usual."""
+    host, dev = socket.socketpair()
+
+    def serve():  # every name% (DutClient also sends one when it opens) gets log lines around the reply
+        while True:
+            try:
+                data = dev.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            for _ in range(data.count(b"%")):
+                dev.sendall(b"m-log-[tflm: arena 4436 bytes]\r\nm-name-dut-[edgeslim]\r\n"
+                            b"m-log-[second]\r\nm-ready\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        c = DutClient(SocketLink(host), timeout=5)
+        c.log.clear()
+        assert c.raw_command("name") == ["m-name-dut-[edgeslim]"] and c.name() == "edgeslim"
+        assert c.log == ["tflm: arena 4436 bytes", "second"] * 2
+    finally:
+        host.close()
+        dev.close()
