@@ -882,7 +882,8 @@ def check_model(model_bytes: bytes, target: Target, *, measure: bool = True) -> 
         parts = []
         for name, o in missing.items():
             layer = o.layer
-            parts.append(f"{name} (from layer {layer!r})" if layer else f"{name} (tensor {o.outputs[0]!r})")
+            parts.append(f"{name} (from layer {layer!r})" if layer else
+                         f"{name} (tensor {o.outputs[0]!r})" if o.outputs else f"{name} (operator {o.index})")
         first = next(iter(missing))
         raise TargetError(
             f"the model uses {'an op' if len(missing) == 1 else 'ops'} that {target.runtime} on "

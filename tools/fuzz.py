@@ -9,6 +9,8 @@ Targets (tests/fuzz/fuzz_targets.py; the seed corpus is tests/fuzz/corpus/TARGET
            lines, the MLPerf Tiny protocol), on a real bundle of a real int8 model
   recipe   recipe files (edgeslim.recipe.resolve)
   board    board profiles (edgeslim.targets.load_target)
+  tflite   .tflite models through what `edgeslim check` reads (edgeslim.targets.read_model,
+           check_model without TFLite Micro)
   dut      the firmware's serial command parser (firmware_templates/cortex_m/dut.c),
            compiled on this machine with clang -fsanitize=fuzzer,address,undefined
            (Debian: clang libclang-rt-dev; tests/fuzz/dut_fuzz.c is its host port)
@@ -35,8 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ_DIR = ROOT / "tests" / "fuzz"
-TARGETS = ("agent", "recipe", "board", "dut")
-PY_TARGETS = ("agent", "recipe", "board")
+TARGETS = ("agent", "recipe", "board", "tflite", "dut")
+PY_TARGETS = ("agent", "recipe", "board", "tflite")
 
 for var, value in (("EDGESLIM_THREADS", "1"), ("TF_NUM_INTRAOP_THREADS", "1"), ("TF_NUM_INTEROP_THREADS", "1"),
                    ("OMP_NUM_THREADS", "1"), ("TF_CPP_MIN_LOG_LEVEL", "2"), ("TF_USE_LEGACY_KERAS", "1")):

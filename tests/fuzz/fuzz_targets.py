@@ -12,6 +12,9 @@ tests/fuzz/crashers/.
   recipe that loads writes TOML that loads back to the same Recipe.
 - ``board``: the bytes as a board profile (``targets.load_target``; it may inherit the
   shipped profiles): only ``TargetError``; a profile that loads describes itself as JSON.
+- ``tflite``: the bytes as a .tflite model through what ``edgeslim check`` runs without
+  TFLite Micro (``targets.read_model`` and ``targets.check_model(..., measure=False)``
+  for a microcontroller and a Linux profile): only ``TargetError``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("agent", "recipe", "board")
+TARGETS = ("agent", "recipe", "board", "tflite")
 
 
 class Target:
@@ -197,5 +200,24 @@ def _toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
+class TfliteTarget(Target):
+    name = "tflite"
+
+    def setup(self):
+        from edgeslim import targets
+        from edgeslim.errors import TargetError
+
+        self.targets, self.error = targets, TargetError
+        self.profiles = [targets.load_target("cortex-m4"), targets.load_target("rpi4")]
+
+    def __call__(self, data: bytes) -> None:
+        try:
+            self.targets.read_model(data)
+            for t in self.profiles:
+                self.targets.check_model(data, t, measure=False)
+        except self.error:
+            return
+
+
 def make(name: str) -> Target:
-    return {"agent": AgentTarget, "recipe": RecipeTarget, "board": BoardTarget}[name]()
+    return {"agent": AgentTarget, "recipe": RecipeTarget, "board": BoardTarget, "tflite": TfliteTarget}[name]()
