@@ -231,6 +231,7 @@ def build(
     name: str | None = None,
     progress: Progress | None = None,
     test_data=None,
+    front_end: dict | None = None,
 ) -> BuildResult:
     """Compress ``model``, convert it to int8, check it against ``target``, write the bundle.
 
@@ -240,6 +241,8 @@ def build(
     ``teacher``: a path or tf_keras model (or a list of them) that the distill stage
     distils into ``model``; without it, distill derives the student from ``model``.
     ``test_data``: a separate .npz or image folder scored as the test split.
+    ``front_end``: for the web target, how its page turns a sound or a picture into the
+    model's input (``{"audio": "mlperf-tiny-kws"}``; edgeslim.bundle.web).
 
     The output is checked first: OUT must be a writable folder (or creatable), and
     OUT/<target> absent or a bundle edgeslim wrote; otherwise OutputError before any work.
@@ -264,6 +267,7 @@ def build(
     # -- settings ------------------------------------------------------------
     tgt = targets.load_target(target, ram=ram, flash=flash)
     check_backend(tgt, backend, target)
+    check_front_end(tgt, front_end)
     if tgt.kind == "web":  # the runtime files the bundle copies: refuse now, not after training
         from edgeslim.bundle.web import check_runtime
 
@@ -483,7 +487,7 @@ def build(
         labels=labels or (list(ds.class_names) if ds.class_names else None), check=check,
         backend=backend, pack_weights=pack_weights, report=report, recipe_toml=shipped_rcp.to_toml(),
         progress=progress, manifest_extra={"model_name": model_name, "backend": backend},
-        reference=(ds.x_test, ds.y_test),
+        reference=(ds.x_test, ds.y_test), front_end=front_end,
     )
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
 
@@ -723,10 +727,24 @@ def check_backend(tgt, backend: str, target: str) -> None:
         )
 
 
+def check_front_end(tgt, front_end: dict | None) -> None:
+    """A front end is stated for the web page only, and must be one the page implements."""
+    if front_end is None:
+        return
+    if tgt.kind != "web":
+        raise EdgeslimError(f"a front end (--audio-front-end) is for the web target; {tgt.profile} is a "
+                            f"{tgt.kind} target", "Drop --audio-front-end, or build with --target web.")
+    from edgeslim.bundle.web import AUDIO_FRONT_ENDS
+
+    audio = front_end.get("audio")
+    if isinstance(audio, str) and audio not in AUDIO_FRONT_ENDS:
+        raise EdgeslimError(f"unknown audio front end {audio!r}", f"Known: {', '.join(AUDIO_FRONT_ENDS)}.")
+
+
 def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes | None, model_name: str,
                  labels, check, backend: str, pack_weights: bool, report: dict, recipe_toml: str | None,
                  progress: Progress, manifest_extra: dict, timings: dict | None = None,
-                 t_start: float | None = None, reference=None) -> Path:
+                 t_start: float | None = None, reference=None, front_end: dict | None = None) -> Path:
     """Write the bundle into a temporary folder beside ``out/<target>`` and move it there once
     every file is written (nothing half-written is ever at the final path). ``report`` gets the
     C library's figures (``--backend c``) and, with ``timings``, the wall times; it is written as
@@ -749,7 +767,8 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
         from edgeslim import bundle
 
         bundle.write_target_files(tmp, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes,
-                                  model_name=model_name, labels=labels, check=check, reference=reference)
+                                  model_name=model_name, labels=labels, check=check, reference=reference,
+                                  front_end=front_end)
         if backend == "c":
             from edgeslim.bundle.render import c_identifier
             from edgeslim.codegen import generate

@@ -164,6 +164,7 @@ def build_prebuilt(
     progress=None,
     test_data=None,
     seed: int = 0,
+    front_end: dict | None = None,
 ):
     """Check an int8 ``.tflite`` against ``target`` and write the same bundle as a Keras build;
     with ``data``, score it (LiteRT, and TFLite Micro for a microcontroller). Every check runs
@@ -171,7 +172,7 @@ def build_prebuilt(
     from edgeslim import evaluate, targets
     from edgeslim.io.data import check_data_fits_model
     from edgeslim.io.dataset import CLASSIFICATION
-    from edgeslim.pipeline import BuildResult, Progress, check_backend, write_bundle
+    from edgeslim.pipeline import BuildResult, Progress, check_backend, check_front_end, write_bundle
 
     progress = progress or Progress()
     t_start = time.monotonic()
@@ -183,6 +184,7 @@ def build_prebuilt(
     check_replaceable(out / _safe_dir_name(str(target)))
     tgt = targets.load_target(target, ram=ram, flash=flash)
     check_backend(tgt, backend, target)
+    check_front_end(tgt, front_end)
 
     t = time.monotonic()
     progress.stage("load", "reading the .tflite model" + (" and the data" if data is not None else ""))
@@ -277,7 +279,8 @@ def build_prebuilt(
         out, target, tgt, model_bytes=pre.model_bytes, fp16_bytes=None, model_name=model_name,
         labels=labels or (list(ds.class_names) if ds is not None and ds.class_names else None),
         check=check, backend=backend, pack_weights=pack_weights, report=report, recipe_toml=None,
-        progress=progress, timings=timings, t_start=t_start,
+        progress=progress, timings=timings, t_start=t_start, front_end=front_end,
+        reference=(x_eval, y_eval) if ds is not None else None,
         manifest_extra={"model_name": model_name, "backend": backend,
                         "source": {"format": "tflite", "already_converted": True, "sha256": pre.sha256}},
     )

@@ -44,10 +44,13 @@ from edgeslim.commands._options import print_prebuilt_summary, print_summary, re
               help="Add the lowrank stage, keeping this fraction of each layer's singular-value energy.")
 @click.option("--calibration", type=click.Choice(["random", "coreset"]),
               help="How the int8 calibration samples are chosen (default random).")
+@click.option("--audio-front-end", type=click.Choice(["mlperf-tiny-kws"]),
+              help="--target web: the feature front end the model was trained on, so the page can take a "
+                   "WAV file or the microphone (mlperf-tiny-kws: 16 kHz, 1 s, 49x10 MFCC as MLPerf Tiny's KWS).")
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
 def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
-            trust_model, **flags):
+            trust_model, audio_front_end, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
     target and write a deployable bundle.
 
@@ -74,7 +77,8 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
                 "or SavedModel to compress it, or drop those options.")
         result = build_prebuilt(model, data, target=target, out=out, ram=ram, flash=flash, backend=backend,
                                 pack_weights=pack_weights, labels=label_list, name=name,
-                                progress=Progress(echo=click.echo), test_data=test_data)
+                                progress=Progress(echo=click.echo), test_data=test_data,
+                                front_end={"audio": audio_front_end} if audio_front_end else None)
         print_prebuilt_summary(result)
         return
     if data is None:
@@ -87,6 +91,7 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
         drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,
         flash=flash, trust_model=trust_model,
         backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo), test_data=test_data,
+        front_end={"audio": audio_front_end} if audio_front_end else None,
     )
     print_summary(result)
 

@@ -190,3 +190,25 @@ def test_python_api_builds_a_converted_model(models, tmp_path):
     assert r.report["kind"] == "prebuilt" and (r.bundle_dir / "agent.py").is_file()
     with pytest.raises(EdgeslimError, match="already converted"):
         api.build(models / "ds_cnn.tflite", None, target="rpi4", out=tmp_path / "o2", sparsity=0.5)
+
+
+def test_audio_front_end_is_for_the_web_target_and_must_fit_the_model(models, tmp_path):
+    res = run("build", models / "ds_cnn.tflite", "--target", "rpi4", "--audio-front-end", "mlperf-tiny-kws",
+              "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "for the web target" in res.output and not (tmp_path / "out").exists()
+    # the web page's MFCC front end gives 49 x 10 features: this model takes 8 x 8 x 1
+    res = run("build", models / "float_io.tflite", "--target", "web", "--audio-front-end", "mlperf-tiny-kws",
+              "-o", tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    assert "49 x 10 features" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out" / "web").exists()
+
+
+def test_float_io_model_makes_a_web_bundle(models, tmp_path):
+    res = run("build", models / "float_io.tflite", "--target", "web", "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    b = tmp_path / "out" / "web"
+    for f in ("index.html", "sw.js", "web.json", "litert/LICENSE"):
+        assert (b / f).is_file(), f
+    web = json.loads((b / "web.json").read_text())
+    assert web["front_end"]["tensor"]["shape"] == [8, 8, 1]
