@@ -17,7 +17,10 @@ cd "$(dirname "$0")/.."
 # compile its C++ for Cortex-M and configure its CMake project. Linking C++ firmware against
 # TFLite Micro needs libstdc++-arm-none-eabi-newlib too (1.5 GB), which the tests do not.
 APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev qemu-system-arm make cmake
-              kotlin nodejs npm chromium chromium-driver espeak-ng)
+              kotlin chromium chromium-driver espeak-ng)
+# Node.js with npm from Debian, unless the machine has an npm already (some images ship
+# Node.js from NodeSource, whose nodejs package bundles npm and conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the
