@@ -93,22 +93,6 @@ def host_latency(model_bytes: bytes, x: np.ndarray, *, runs: int, warmup: int = 
             "runs": runs, "inner": inner}
 
 
-def host_steps(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from edgeslim.bundle.web import model_io
-    from ai_edge_litert.interpreter import Interpreter
-
-    q = model_io(model_bytes)["output"]["quantization"]
-    ip = Interpreter(model_content=model_bytes)
-    ip.allocate_tensors()
-    i, o = ip.get_input_details()[0]["index"], ip.get_output_details()[0]["index"]
-    out = []
-    for n in range(len(x)):
-        ip.set_tensor(i, x[n:n + 1].astype(np.float32))
-        ip.invoke()
-        out.append(np.round(ip.get_tensor(o)[0] / q["scale"]).astype(np.int32) + q["zero_point"])
-    return np.stack(out)
-
-
 def sizes(bundle: Path) -> dict:
     runtime = sum(p.stat().st_size for p in (bundle / "litert").rglob("*") if p.is_file())
     page = sum((bundle / p).stat().st_size for p in PAGE)
@@ -162,7 +146,7 @@ def spoken_words(work: Path) -> list[tuple[Path, str]]:
 def bench_one(name: str, bundle: Path, model_bytes: bytes, arrays: dict, *, n: int, runs: int,
               work: Path) -> dict:
     from edgeslim.bundle.web import make_server
-    from web_browser import Browser
+    from web_browser import Browser, host_steps
 
     x, y = arrays["x_test"][:n], arrays["y_test"][:n]
     npz = work / f"{name}_inputs.npz"

@@ -27,12 +27,12 @@ import pytest
 
 from edgeslim.bundle import write_target_files
 from edgeslim.bundle.manifest import verify_manifest, write_manifest
-from edgeslim.bundle.web import LITERTJS_VERSION, make_server, model_io, static_batch
+from edgeslim.bundle.web import LITERTJS_VERSION, make_server, static_batch
 from edgeslim.errors import TargetError
 from edgeslim.targets import load_target
 
 sys.path.insert(0, str(Path(__file__).parent))
-from web_browser import Browser  # noqa: E402
+from web_browser import Browser, host_steps as _host_steps  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,22 +40,6 @@ TOLERANCE_STEPS = 1
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 N_TEST = 120
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _host_steps(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """Host LiteRT's outputs in int8 steps, one sample at a time."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    q = model_io(model_bytes)["output"]["quantization"]
-    ip = Interpreter(model_content=model_bytes)
-    ip.allocate_tensors()
-    i, o = ip.get_input_details()[0]["index"], ip.get_output_details()[0]["index"]
-    out = []
-    for n in range(len(x)):
-        ip.set_tensor(i, x[n:n + 1].astype(np.float32))
-        ip.invoke()
-        out.append(np.round(ip.get_tensor(o)[0] / q["scale"]).astype(np.int32) + q["zero_point"])
-    return np.stack(out)
 
 
 @pytest.fixture(scope="module")

@@ -98,3 +98,23 @@ class Browser:
         return self.driver.execute_script(
             "return performance.getEntriesByType('resource').map((e) => e.name)"
             ".concat([location.href]);")
+
+
+def host_steps(model_bytes: bytes, x):
+    """Host LiteRT's outputs for float inputs ``x``, in int8 steps of the model's output
+    quantization, one sample at a time: what the page's outputs are compared with."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeslim.bundle.web import model_io
+
+    q = model_io(model_bytes)["output"]["quantization"]
+    ip = Interpreter(model_content=model_bytes)
+    ip.allocate_tensors()
+    i, o = ip.get_input_details()[0]["index"], ip.get_output_details()[0]["index"]
+    out = []
+    for n in range(len(x)):
+        ip.set_tensor(i, x[n:n + 1].astype(np.float32))
+        ip.invoke()
+        out.append(np.round(ip.get_tensor(o)[0] / q["scale"]).astype(np.int32) + q["zero_point"])
+    return np.stack(out)
