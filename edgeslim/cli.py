@@ -27,6 +27,7 @@ COMMANDS = {
     "example": "example",
     "bench": "bench",
     "emulate": "emulate",
+    "search": "search",
 }
 
 

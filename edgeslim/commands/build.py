@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgeslim.commands._options import print_summary, recipe_options
+from edgeslim.commands._options import (SEARCH_KEYS, print_summary, recipe_options, run_search,
+                                        search_options)
 
 
 @click.command("build")
@@ -45,6 +46,7 @@ from edgeslim.commands._options import print_summary, recipe_options
               help="How the int8 calibration samples are chosen (default random).")
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
+@search_options
 def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
             trust_model, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
@@ -52,10 +54,17 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
     from edgeslim import recipe as recipe_mod
     from edgeslim.pipeline import Progress, build
 
-    drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
+    search = {k: flags.pop(k) for k in SEARCH_KEYS}
     label_list = None
     if labels:
         label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    if search["max_flash"] or search["max_ram"] or search["max_macs"]:
+        # A budget: search the compression settings (edgeslim.search) instead of one recipe.
+        run_search(model, data, target=target, recipe=recipe, flags=flags, search=search,
+                   backend=backend, out=out, trust_model=trust_model, test_data=test_data,
+                   labels=label_list, name=name, pareto_set=False)
+        return
+    drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
     result = build(
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
         drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,
