@@ -20,6 +20,7 @@ how far the closest candidate is, and nothing is written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -125,6 +126,7 @@ def search(
                               recipe_table=recipe if isinstance(recipe, dict) else None,
                               flags=flags)
     seed = base.build.seed if seed is None else seed
+    seed = 0 if seed is None else seed  # a search is always seeded: its choice must repeat
 
     # -- load, as the build does ------------------------------------------------------
     kmodel, ds, model_name = _load(model, data, base, seed=seed, trust_model=trust_model,
@@ -187,9 +189,11 @@ def search(
     lost: list[dict] = []
     alive = list(keep_ids)
     storage = Path(tempfile.mkdtemp(prefix="edgeslim-tune-"))
-    progress.start()
-    try:
-        with trials_mod.ray_session(ray_address, num_cpus) as (ray, ray_info):
+    session = contextlib.ExitStack()  # Ray stays up until the winner's bundle is built
+    with session:
+        progress.start()
+        try:
+            ray, ray_info = session.enter_context(trials_mod.ray_session(ray_address, num_cpus))
             shared = ray.put(payload)
             for rung in range(rungs):
                 epochs = min_epochs * eta ** rung
@@ -225,67 +229,79 @@ def search(
                     alive = ranked[:n_keep]
                 else:
                     alive = ranked
-    finally:
-        progress.stop()
-        shutil.rmtree(storage, ignore_errors=True)
-    for i in alive:
-        trials[i].status = "trained"
-    if lost:
-        echo(f"[search] {len(lost)} trial(s) lost (worker died): "
-             + "; ".join(f"{x['name']} at rung {x['rung'] + 1}" for x in lost)
-             + ". The search went on without them.")
+        finally:
+            progress.stop()
+            shutil.rmtree(storage, ignore_errors=True)
+        for i in alive:
+            trials[i].status = "trained"
+        if lost:
+            echo(f"[search] {len(lost)} trial(s) lost (worker died): "
+                 + "; ".join(f"{x['name']} at rung {x['rung'] + 1}" for x in lost)
+                 + ". The search went on without them.")
 
-    # -- the winner --------------------------------------------------------------------
-    scored = [tr for tr in trials.values() if tr.last is not None and not tr.last.get("failed")]
-    meeting = [tr for tr in scored if drop_budget.allows(tr.last["val_drop"])]
-    if not meeting:
-        raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=True)
-    winner = min(meeting, key=_rank_key)
-    winner.status = "winner"
-    w_epochs = max(r["epochs"] for r in winner.rungs if "val_drop" in r) or min_epochs
-    w_recipe = candidate_recipe(base, winner.cand, epochs=w_epochs, seed=seed,
-                                max_drop=drop_budget.max_drop)
-    echo(f"[search] winner {winner.cand.name}: validation drop {winner.last['val_drop']:.2f} "
-         f"{drop_budget.unit}; building its bundle")
+        # -- the winner --------------------------------------------------------------------
+        # Every rung's result is a configuration its recipe rebuilds exactly (the same
+        # candidate, epochs and seed): the least drop among all of them wins.
+        results = [(tr, r) for tr in trials.values() for r in tr.rungs
+                   if r.get("val_drop") is not None and not r.get("failed") and not r.get("reused")]
+        meeting = [(tr, r) for tr, r in results if drop_budget.allows(r["val_drop"])]
+        if not meeting:
+            raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=True)
+        winner, w_result = min(meeting, key=lambda p: (*_rank_key(p[0], p[1]), p[1]["epochs"]))
+        winner.status = "winner"
+        w_epochs = w_result["epochs"] or min_epochs
+        w_recipe = candidate_recipe(base, winner.cand, epochs=w_epochs, seed=seed,
+                                    max_drop=drop_budget.max_drop)
+        echo(f"[search] winner {winner.cand.name} at {w_result['epochs']} epoch(s): validation "
+             f"drop {w_result['val_drop']:.2f} {drop_budget.unit}; building its bundle")
 
-    summary = _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings,
-                       float_val, ds, ray_info, resources, lost, winner, w_recipe, base,
-                       time.monotonic() - t_start)
+        summary = _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings,
+                           float_val, ds, ray_info, resources, lost, winner, w_result, w_recipe,
+                           base, time.monotonic() - t_start)
 
-    # -- ship: the ordinary build of the winner's recipe, re-measured, then moved in place
-    from edgeslim.pipeline import Progress, _replace_dir, _safe_dir_name, build
+        # -- ship: the ordinary build of the winner's recipe, re-measured, then moved in place
+        from edgeslim.pipeline import _replace_dir, _safe_dir_name
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".search.", dir=out))
-    try:
-        res = build(kmodel, ds, target=target, recipe=w_recipe, out=staging, backend=backend,
-                    pack_weights=winner.cand.pack_weights, labels=labels, name=model_name,
-                    progress=Progress(echo=lambda line: None))
-        summary["verified"] = _verify(res, tgt, backend, budgets, drop_budget, winner)
-        summary["wall_s"] = time.monotonic() - t_start
-        bundle = res.bundle_dir
-        _write_report(bundle, summary, float_val, ds.metric_name, drop_budget,
-                      title=f"{model_name} -> {tgt.name} ({backend})")
-        pareto_dir = None
-        if write_pareto_set:
-            pareto_dir = staging / "search"
-            pareto_dir.mkdir()
-            for c in summary["candidates"]:
-                if c["pareto"]:
-                    (pareto_dir / f"c{c['index']:03d}.toml").write_text(c["recipe"], encoding="utf-8")
-            shutil.copy2(bundle / "search.json", pareto_dir / "search.json")
-            shutil.copy2(bundle / "pareto.png", pareto_dir / "pareto.png")
-        final = out / _safe_dir_name(target)
-        _replace_dir(bundle, final)
-        if pareto_dir is not None:
-            _replace_dir(pareto_dir, out / "search")
-            pareto_dir = out / "search"
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    res.bundle_dir, res.model_path = final, final / "model.tflite"
-    echo(f"[search] bundle written to {final}")
-    return SearchResult(summary=summary, bundle_dir=final, build=res, pareto_dir=pareto_dir)
+        out = Path(out)
+        made_out = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".search.", dir=out))
+        shipped = False
+        try:
+            # In a Ray worker on this node with the trials' CPUs and threads: TensorFlow's
+            # results depend on its thread count, and the bundle must hold the bytes the
+            # winner's trial scored.
+            res = trials_mod.build_on_driver_node(
+                ray, shared, resources, model_name=model_name, recipe=w_recipe.to_dict(),
+                target=target, out=staging, backend=backend, pack_weights=winner.cand.pack_weights,
+                labels=labels)
+            summary["verified"] = _verify(res, tgt, backend, budgets, drop_budget, w_result)
+            summary["wall_s"] = time.monotonic() - t_start
+            bundle = res.bundle_dir
+            _write_report(bundle, summary, float_val, ds.metric_name, drop_budget,
+                          title=f"{model_name} -> {tgt.name} ({backend})")
+            pareto_dir = None
+            if write_pareto_set:
+                pareto_dir = staging / "search"
+                pareto_dir.mkdir()
+                for c in summary["candidates"]:
+                    if c["pareto"]:
+                        (pareto_dir / f"c{c['index']:03d}.toml").write_text(c["recipe"], encoding="utf-8")
+                shutil.copy2(bundle / "search.json", pareto_dir / "search.json")
+                shutil.copy2(bundle / "pareto.png", pareto_dir / "pareto.png")
+            final = out / _safe_dir_name(target)
+            _replace_dir(bundle, final)
+            if pareto_dir is not None:
+                _replace_dir(pareto_dir, out / "search")
+                pareto_dir = out / "search"
+            shipped = True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not shipped and made_out and not any(out.iterdir()):
+                out.rmdir()  # nothing written: not even the folder
+        res.bundle_dir, res.model_path = final, final / "model.tflite"
+        echo(f"[search] bundle written to {final}")
+        return SearchResult(summary=summary, bundle_dir=final, build=res, pareto_dir=pareto_dir)
 
 
 def _load(model, data, base, *, seed, trust_model, test_data, name):
@@ -357,9 +373,10 @@ def _prune_dominated(feasible: list[Trial]) -> None:
                 break
 
 
-def _rank_key(tr: Trial) -> tuple:
-    """Least validation drop first; a stage's failure last; ties: smaller figures, index."""
-    last = tr.last
+def _rank_key(tr: Trial, result: dict | None = None) -> tuple:
+    """Least validation drop first; a stage's failure last; ties: smaller figures, index.
+    ``result``: one rung's result (default: the candidate's latest)."""
+    last = tr.last if result is None else result
     if last is None:
         return (2, math.inf, tr.cand.index)
     f = tr.figures
@@ -423,7 +440,7 @@ def _candidate_dict(tr: Trial, base, seed, drop_budget, backend) -> dict:
 
 
 def _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings, float_val,
-             ds, ray_info, resources, lost, winner, w_recipe, base, wall) -> dict:
+             ds, ray_info, resources, lost, winner, w_result, w_recipe, base, wall) -> dict:
     from edgeslim.report.pareto import pareto_front
 
     rows = [_candidate_dict(trials[c.index], base, seed, drop_budget, backend) for c in cands]
@@ -451,8 +468,9 @@ def _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, set
         "trials_run": sum(1 for r in rows for x in r["rungs"] if not x.get("reused")),
         "lost": lost,
         "winner": {"index": winner.cand.index, "name": winner.cand.name,
-                   "val_metric": winner.last["val_metric"], "val_drop": winner.last["val_drop"],
-                   "figures": winner.figures, "tflite_sha256": winner.last.get("tflite_sha256"),
+                   "epochs": w_result["epochs"], "rung": w_result["rung"],
+                   "val_metric": w_result["val_metric"], "val_drop": w_result["val_drop"],
+                   "figures": winner.figures, "tflite_sha256": w_result.get("tflite_sha256"),
                    "recipe": w_recipe.to_toml()},
         "candidates": rows,
         "pareto": sorted(front),
@@ -460,7 +478,7 @@ def _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, set
     }
 
 
-def _verify(res, tgt, backend, budgets: Budgets, drop_budget, winner: Trial) -> dict:
+def _verify(res, tgt, backend, budgets: Budgets, drop_budget, w_result: dict) -> dict:
     """Every budget re-measured on the bundle written; the bundle's model against the trial's."""
     from edgeslim.search.figures import measure_bundle
 
@@ -481,7 +499,7 @@ def _verify(res, tgt, backend, budgets: Budgets, drop_budget, winner: Trial) -> 
                         for k in bad) + "; nothing was written",
             "Report this: the search's figures and the build's disagree.")
     return {"figures": figs, "checks": checks, "shipped": shipped,
-            "model_sha256": sha, "same_bytes_as_trial": sha == winner.last.get("tflite_sha256")}
+            "model_sha256": sha, "same_bytes_as_trial": sha == w_result.get("tflite_sha256")}
 
 
 def _write_report(bundle: Path, summary: dict, float_val: float, metric: str, drop_budget,

@@ -189,3 +189,40 @@ def run_rung(ray, *, shared_ref, recipes: dict[int, dict], epochs: int, rung: in
     for cand in ids:
         out.setdefault(cand, {"lost": "the trial never reported"})
     return out
+
+
+def _build_task(payload, *, recipe: dict, threads: int, kwargs: dict):
+    os.environ["EDGESLIM_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from edgeslim import recipe as recipe_mod
+    from edgeslim._tf import keras
+    from edgeslim.pipeline import build
+
+    kmodel = keras.models.model_from_json(payload["model_json"])
+    kmodel.set_weights(payload["weights"])
+    return build(kmodel, payload["data"], recipe=recipe_mod.from_dict(recipe), **kwargs)
+
+
+def build_on_driver_node(ray, shared_ref, resources: dict, *, recipe: dict, model_name: str,
+                         **kwargs):
+    """``pipeline.build`` of the winner's recipe in a Ray worker on the driver's node (its
+    bundle lands on the driver's disk), with the CPUs and TensorFlow threads of a trial."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from edgeslim.errors import EdgeslimError as _Err
+
+    node = ray.get_runtime_context().get_node_id()
+    task = ray.remote(_build_task).options(
+        num_cpus=resources.get("cpu", 1), max_retries=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False))
+    try:
+        return ray.get(task.remote(shared_ref, recipe=recipe,
+                                   threads=max(1, int(resources.get("cpu", 1))),
+                                   kwargs={**kwargs, "name": model_name}))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, _Err):
+            raise type(cause)(cause.message, cause.hint) from None
+        raise

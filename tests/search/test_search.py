@@ -110,21 +110,41 @@ def test_every_budget_reported_as_met_is_remeasured_on_the_bundle(local_search, 
                                             if c["index"] == w["index"])
 
 
+def _space_file(path, **space) -> str:
+    def value(v):
+        return "[" + ", ".join(json.dumps(x) for x in v) + "]"
+
+    path.write_text("[search]\n" + "".join(f"{k} = {value(v)}\n" for k, v in space.items()))
+    return str(path)
+
+
 def test_two_node_cluster_gives_the_same_winner(local_search, two_node_ray, digits_keras3_path,
-                                                 digits_npz, tmp_path, monkeypatch):
-    for k, v in two_node_ray["env"].items():
-        monkeypatch.setenv(k, v)
-    res, _ = _search(digits_keras3_path, digits_npz, tmp_path, ray_address=two_node_ray["address"])
+                                                 digits_npz, tmp_path):
+    """The CLI in a fresh process (Ray keeps one auth token per process), on a head and a
+    worker node of one CPU each: every trial's figure and the shipped bytes equal the local run's."""
+    import subprocess
+
+    env = {**os.environ, **two_node_ray["env"], "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edgeslim.cli", "build", str(digits_keras3_path), "--data",
+           str(digits_npz), "--target", "cortex-m4", "--backend", "c", "--max-flash", MAX_FLASH,
+           "--max-ram", MAX_RAM, "--max-drop", str(MAX_DROP), "--seed", str(SEED),
+           "--search-space", _space_file(tmp_path / "space.toml", **TINY), "--rungs", "2",
+           "--eta", "2", "--min-epochs", "1", "--ray-address", two_node_ray["address"],
+           "-o", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "shipped c00" in proc.stdout and "re-measured on the bundle" in proc.stdout
+    s = json.loads((out / "cortex-m4" / "search.json").read_text())
     local = local_search[0].summary
-    s = res.summary
     assert s["ray"]["nodes"] == 2 and s["ray"]["cpus"] == 2 and not s["ray"]["started_here"]
     assert s["winner"]["index"] == local["winner"]["index"]
     assert s["winner"]["tflite_sha256"] == local["winner"]["tflite_sha256"]
-    assert ((tmp_path / "cortex-m4" / "model.tflite").read_bytes()
+    assert ((out / "cortex-m4" / "model.tflite").read_bytes()
             == (local_search[2] / "cortex-m4" / "model.tflite").read_bytes())
     # Rung 1's two trials ran at once, one per node (1 CPU each).
     first = [c["rungs"][0] for c in s["candidates"] if c["rungs"]]
-    assert len({r["node_id"] for r in first}) == 2
+    assert len(first) == 2 and len({r["node_id"] for r in first}) == 2
     for a, b in zip(sorted(local["candidates"], key=lambda c: c["index"]),
                     sorted(s["candidates"], key=lambda c: c["index"])):
         assert a["val_drop"] == b["val_drop"]  # every trial, not only the winner
