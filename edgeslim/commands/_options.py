@@ -153,6 +153,17 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
               labels=labels, name=name, echo=click.echo, live=sys.stdout.isatty())
     s = res.summary
     console = Console(highlight=False)
+    from rich.table import Table
+
+    table = Table(title="Pareto set (validation drop, flash, RAM, MACs)")
+    for col in ("candidate", "val drop", "flash", "RAM", "MACs", "epochs", "status"):
+        table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
+    for c in sorted((c for c in s["candidates"] if c["pareto"]), key=lambda c: c["val_drop"]):
+        f = c["figures"]
+        table.add_row(c["name"], f"{c['val_drop']:.2f}",
+                      *("-" if f.get(k) is None else f"{f[k]:,}" for k in ("flash", "ram", "macs")),
+                      str(c["epochs"]), c["status"])
+    console.print(table)
     w, v = s["winner"], s["verified"]
     console.print(f"search: {s['trials_run']} trials, {s['counts']}; {len(s['lost'])} lost; "
                   f"{s['wall_s']:.0f}s")
