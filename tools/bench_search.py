@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     task = bc.TASKS["kws"]
     npz, _, labels = bc.prepare_data(task, args.work, args.seed)
     model, fl = bc.float_model(task, npz, args.work, seed=args.seed, epochs=task.train_epochs)
-    bc._log(f"float model {model}: {fl}")
+    bc._log(f"float model {model}: validation {fl['float_val']:.4f}, test {fl['float_test']:.4f}")
     fixed = {"plain-int8": {"build": {"stages": []}}, **default_recipes()}
     built = {name: run_recipe(name, rcp, model, npz, args.work, seed=args.seed, labels=labels)
              for name, rcp in fixed.items()}

@@ -49,10 +49,7 @@ def ray_session(address: str | None, num_cpus: int | None):
     ray = require_ray()
     import edgeslim
 
-    # Workers import edgeslim from where this driver does (a checkout or the venv).
-    src = str(Path(edgeslim.__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"}
     started_here = False
     if ray.is_initialized():
         info = {"address": "already connected", "started_here": False}
@@ -66,6 +63,10 @@ def ray_session(address: str | None, num_cpus: int | None):
                                 "--ray-address for a local Ray.") from None
         info = {"address": address, "started_here": False}
     else:
+        # Local workers import edgeslim from where this driver does (a checkout or the venv);
+        # a cluster's nodes have their own installation (docs/search.md).
+        src = str(Path(edgeslim.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
         cpus = int(num_cpus or os.cpu_count() or 1)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", runtime_env={"env_vars": env},

@@ -120,13 +120,14 @@ def _space_file(path, **space) -> str:
 
 def test_two_node_cluster_gives_the_same_winner(local_search, two_node_ray, digits_keras3_path,
                                                  digits_npz, tmp_path):
-    """The CLI in a fresh process (Ray keeps one auth token per process), on a head and a
-    worker node of one CPU each: every trial's figure and the shipped bytes equal the local run's."""
+    """`edgeslim search` in a fresh process (Ray keeps one auth token per process), on a head
+    and a worker node of one CPU each: every trial's figure and the shipped bytes equal the
+    local run's; the Pareto set's recipes are written."""
     import subprocess
 
     env = {**os.environ, **two_node_ray["env"], "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "edgeslim.cli", "build", str(digits_keras3_path), "--data",
+    cmd = [sys.executable, "-m", "edgeslim.cli", "search", str(digits_keras3_path), "--data",
            str(digits_npz), "--target", "cortex-m4", "--backend", "c", "--max-flash", MAX_FLASH,
            "--max-ram", MAX_RAM, "--max-drop", str(MAX_DROP), "--seed", str(SEED),
            "--search-space", _space_file(tmp_path / "space.toml", **TINY), "--rungs", "2",
@@ -135,7 +136,14 @@ def test_two_node_cluster_gives_the_same_winner(local_search, two_node_ray, digi
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "shipped c00" in proc.stdout and "re-measured on the bundle" in proc.stdout
+    assert "Pareto set" in proc.stdout
     s = json.loads((out / "cortex-m4" / "search.json").read_text())
+    # `edgeslim search` writes the whole Pareto set: one re-runnable recipe per member.
+    assert s["pareto"] and sorted(p.name for p in (out / "search").glob("c*.toml")) == [
+        f"c{i:03d}.toml" for i in s["pareto"]]
+    assert (out / "search" / "search.json").read_bytes() == (out / "cortex-m4" / "search.json").read_bytes()
+    for i in s["pareto"]:
+        tomllib.loads((out / "search" / f"c{i:03d}.toml").read_text())
     local = local_search[0].summary
     assert s["ray"]["nodes"] == 2 and s["ray"]["cpus"] == 2 and not s["ray"]["started_here"]
     assert s["winner"]["index"] == local["winner"]["index"]
