@@ -150,7 +150,8 @@ def search(
     cands = enumerate_candidates(space, backend=backend)
     trials = {c.index: Trial(c) for c in cands}
     t = time.monotonic()
-    structures = _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo)
+    structures = _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
+                                     model_name)
     for tr in trials.values():
         tr.figures = structures[tr.cand.structure]
     cheap_s = time.monotonic() - t
@@ -321,10 +322,12 @@ def _load(model, data, base, *, seed, trust_model, test_data, name):
     return kmodel, ds, model_name
 
 
-def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo) -> dict:
+def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
+                        model_name: str) -> dict:
     """Figures per distinct structure, on the slimmed (and, for packed weights, clustered)
     model with no fine-tuning: its channel counts and values per channel are final."""
     from edgeslim import convert
+    from edgeslim.bundle.render import c_identifier
     from edgeslim.pipeline import Progress, _run_stages
     from edgeslim.search import figures
     from edgeslim.search.trials import calibration
@@ -342,7 +345,7 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo) 
         tfl = convert.to_int8_tflite(run.current, calib, int8_io=rcp.build.int8_io,
                                      allow_float_fallback=rcp.build.allow_float_fallback)
         out[c.structure] = figures.measure(tfl, run.current, target=tgt, backend=backend,
-                                           pack_weights=pack)
+                                           pack_weights=pack, c_name=c_identifier(model_name))
         f = out[c.structure]
         echo(f"[search] structure channels {ratio:g}{' packed ' + str(packed) if pack else ''}: "
              f"MACs {f['macs']:,}, flash {_fmt(f['flash'])}, RAM {_fmt(f['ram'])}")

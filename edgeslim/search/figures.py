@@ -91,14 +91,14 @@ def check_budgets_apply(budgets: Budgets, target, backend: str) -> None:
 
 
 def measure(model_bytes: bytes, keras_model, *, target, backend: str, pack_weights: bool,
-            work: Path | None = None) -> dict:
+            c_name: str = "model", work: Path | None = None) -> dict:
     """Flash, RAM and MACs of one int8 model as it would ship (see the module docstring)."""
     figs = {"macs": macs_of(model_bytes, keras_model), "tflite_bytes": len(model_bytes),
             "flash": None, "ram": None}
     if backend == "c":
         with tempfile.TemporaryDirectory(prefix="es-figs-", dir=work) as tmp:
             figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile,
-                                          pack_weights=pack_weights))
+                                          pack_weights=pack_weights, name=c_name))
     elif target.is_mcu:
         from edgeslim import micro
         from edgeslim.targets import arena_with_margin
@@ -130,8 +130,9 @@ def macs_of(model_bytes: bytes, keras_model=None) -> int:
 
 
 def c_library_figures(model_bytes: bytes, work: Path, *, core: str, pack_weights: bool,
-                      lib_dir: Path | None = None) -> dict:
-    """Generate (unless ``lib_dir`` holds it already) and cross-compile the C library."""
+                      lib_dir: Path | None = None, name: str = "model") -> dict:
+    """Generate (unless ``lib_dir`` holds it already) and cross-compile the C library.
+    ``name``: its C identifier prefix, as the bundle's (it is in the library's strings)."""
     from edgeslim.harness import toolchain
 
     arena = None
@@ -139,7 +140,7 @@ def c_library_figures(model_bytes: bytes, work: Path, *, core: str, pack_weights
         from edgeslim.codegen import generate
 
         lib_dir = work / "c"
-        cg = generate(model_bytes, lib_dir, name="model", pack_weights=pack_weights)
+        cg = generate(model_bytes, lib_dir, name=name, pack_weights=pack_weights)
         arena = cg.arena_size
     objs = toolchain.cross_compile(sorted(Path(lib_dir).glob("*.c")), work / "obj", core=core,
                                    include_dirs=[lib_dir], opt="-Os")
