@@ -17,7 +17,8 @@ library of at most 12,000 B at a test drop of at most 1.0 point, in at most 10x 
 time of one default build.
 
     .venv/bin/python tools/bench_search.py                       # budgets 12000, 16k, 24k
-    .venv/bin/python tools/bench_search.py --budgets 12000 --rungs 2 --min-epochs 2
+    .venv/bin/python tools/bench_search.py --budgets 12000 \
+        --search-args "--search-space space.toml --rungs 2 --min-epochs 20"
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-drop", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    ap.add_argument("--search-args", default="",
-                    help="extra flags for the search, e.g. '--rungs 2 --min-epochs 2 --max-trials 8'")
+    ap.add_argument("--search-args", action="append", default=[],
+                    help="extra flags for a search, e.g. '--rungs 2 --min-epochs 2 --max-trials 8'; "
+                         "repeat for several searches (one row each)")
     args = ap.parse_args(argv)
     from edgeslim.targets import parse_size
 
@@ -134,9 +136,10 @@ def main(argv=None) -> int:
            "default_build_wall_s": default_wall, "fixed": built, "budgets": []}
     for b in budgets:
         rows = {}
-        s = run_search(model, npz, args.work / f"search-{b}", budget=b, max_drop=args.max_drop,
-                       seed=args.seed, extra=args.search_args.split())
-        rows["search"] = s
+        for k, extra in enumerate(args.search_args or [""]):
+            name = f"search {extra}".strip()
+            rows[name] = run_search(model, npz, args.work / f"search-{b}-{k}", budget=b,
+                                    max_drop=args.max_drop, seed=args.seed, extra=extra.split())
         ok = {n: r for n, r in built.items() if n != "plain-int8" and r["status"] == "ok"
               and r["flash"] <= b}
         if ok:

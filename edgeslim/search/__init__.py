@@ -424,18 +424,19 @@ def _no_fit_error(trials: list[Trial], budgets: Budgets, drop_budget, *, trained
 
 
 def _candidate_dict(tr: Trial, base, seed, drop_budget, backend) -> dict:
-    trained = [r for r in tr.rungs if "val_drop" in r]
-    epochs = max((r["epochs"] for r in trained), default=0)
+    """One row of search.json: the candidate at its best rung (the result its recipe, at
+    that rung's epochs, rebuilds), with every rung's result in ``rungs``."""
+    best = tr.best or {}
+    epochs = int(best.get("epochs") or 0)
     rcp = candidate_recipe(base, tr.cand, epochs=max(epochs, 1), seed=seed,
                            max_drop=drop_budget.max_drop)
-    last = tr.last or {}
     command = "edgeslim build MODEL --data DATA --recipe c%03d.toml" % tr.cand.index
     if backend == "c":
         command += " --backend c" + (" --pack-weights" if tr.cand.pack_weights else "")
     return {
         "index": tr.cand.index, "name": tr.cand.name, "knobs": tr.cand.knobs,
         "status": tr.status, "why": tr.why, "figures": tr.figures,
-        "val_metric": last.get("val_metric"), "val_drop": last.get("val_drop"),
+        "val_metric": best.get("val_metric"), "val_drop": best.get("val_drop"),
         "epochs": epochs, "rungs": tr.rungs,
         "wall_s": float(sum(r.get("wall_s", 0.0) for r in tr.rungs if not r.get("reused"))),
         "recipe": rcp.to_toml(), "command": command, "pareto": False,

@@ -221,5 +221,14 @@ class Trial:
 
     @property
     def last(self) -> dict | None:
+        """The latest rung's result (what successive halving ranks on)."""
         ok = [r for r in self.rungs if r.get("val_drop") is not None]
         return ok[-1] if ok else None
+
+    @property
+    def best(self) -> dict | None:
+        """The rung result with the least validation drop (fewer epochs on a tie): each is a
+        configuration the candidate's recipe at that rung's epochs rebuilds exactly."""
+        ok = [r for r in self.rungs if r.get("val_drop") is not None and not r.get("reused")
+              and not r.get("failed")]
+        return min(ok, key=lambda r: (r["val_drop"], r["epochs"])) if ok else self.last
