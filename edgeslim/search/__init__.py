@@ -88,7 +88,7 @@ def search(
     trial_resources: dict | None = None,
     rungs: int = 2,
     eta: int = 2,
-    min_epochs: int = 1,
+    min_epochs: int = 10,
     max_trials: int = 16,
     write_pareto_set: bool = False,
     trust_model: bool = False,

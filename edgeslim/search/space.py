@@ -37,7 +37,7 @@ class SearchSpace:
     ``random`` or ``coreset`` int8 calibration samples.
     """
 
-    ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.625, 0.75)
+    ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.5625, 0.625, 0.75)
     allocations: tuple[str, ...] = ("uniform",)
     sparsities: tuple[float, ...] = (0.0, 0.5)
     clusters: tuple[int, ...] = (0, 16)
