@@ -24,6 +24,7 @@ class SearchProgress:
     rung: str = ""
     best: tuple | None = None  # (val_drop, index, name)
     names: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)  # candidate -> why its trial ended in error
     _live: object = None
 
     def line(self, text: str) -> None:
@@ -106,6 +107,10 @@ class SearchProgress:
                 progress.trial_finished(int(trial.config["cand"]), trial.last_result or None)
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                progress.trial_finished(int(trial.config["cand"]), None)
+                cand = int(trial.config["cand"])
+                err = getattr(trial, "error_file", None)
+                progress.errors[cand] = ("the trial's worker died or the trial raised"
+                                         + (f" (Ray Tune's error file: {err})" if err else ""))
+                progress.trial_finished(cand, None)
 
         return _Callback()

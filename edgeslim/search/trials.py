@@ -177,18 +177,18 @@ def run_rung(ray, *, shared_ref, recipes: dict[int, dict], epochs: int, rung: in
     grid = tuner.fit()
     out: dict[int, dict] = {}
     for res in grid:
-        cand = int(res.config["cand"])
-        if res.error is not None or not res.metrics or "val_drop" not in res.metrics:
-            reason = type(res.error).__name__ if res.error is not None else "no result"
-            msg = str(res.error).strip().splitlines()[0][:200] if res.error is not None else ""
-            out[cand] = {"lost": f"{reason}: {msg}" if msg else reason}
-        else:
-            m = res.metrics
-            out[cand] = {k: m[k] for k in ("val_metric", "val_drop", "failed", "tflite_bytes",
-                                           "tflite_sha256", "wall_s", "pid", "node", "node_id")
-                         if k in m}
+        # A trial killed before it reported may come back without its config: the
+        # candidates with no result below are the lost ones.
+        if not res.config or res.error is not None or not res.metrics or "val_drop" not in res.metrics:
+            continue
+        m = res.metrics
+        out[int(res.config["cand"])] = {
+            k: m[k] for k in ("val_metric", "val_drop", "failed", "tflite_bytes", "tflite_sha256",
+                              "wall_s", "pid", "node", "node_id") if k in m}
+    errors = progress.errors if progress else {}
     for cand in ids:
-        out.setdefault(cand, {"lost": "the trial never reported"})
+        if cand not in out:
+            out[cand] = {"lost": errors.get(cand) or "the trial's worker died before it reported"}
     return out
 
 
