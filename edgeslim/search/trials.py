@@ -131,9 +131,14 @@ def train_candidate(payload: dict, table: dict, *, float_val: float, max_drop) -
                                  allow_float_fallback=rcp.build.allow_float_fallback)
     val = ctx.score(evaluate.run_litert(tfl, ds.x_val), ds.y_val)
     budget = guard.Budget.for_task(max_drop, ds.task)
+    import base64
+
     return {"val_metric": float(val), "val_drop": float(budget.drop(float_val, val)),
             "failed": run.failure or "", "tflite_bytes": len(tfl),
-            "tflite_sha256": hashlib.sha256(tfl).hexdigest()}
+            "tflite_sha256": hashlib.sha256(tfl).hexdigest(),
+            # the model itself, for the driver to measure what training changed (a few bytes
+            # of generated C: see search.figures)
+            "tflite_b64": base64.b64encode(tfl).decode("ascii")}
 
 
 def calibration(rcp, ds, kmodel, seed):
@@ -184,7 +189,7 @@ def run_rung(ray, *, shared_ref, recipes: dict[int, dict], epochs: int, rung: in
         m = res.metrics
         out[int(res.config["cand"])] = {
             k: m[k] for k in ("val_metric", "val_drop", "failed", "tflite_bytes", "tflite_sha256",
-                              "wall_s", "pid", "node", "node_id") if k in m}
+                              "tflite_b64", "wall_s", "pid", "node", "node_id") if k in m}
     errors = progress.errors if progress else {}
     for cand in ids:
         if cand not in out:
