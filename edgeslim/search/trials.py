@@ -220,6 +220,15 @@ def build_on_driver_node(ray, shared_ref, resources: dict, *, recipe: dict, mode
     from edgeslim.errors import EdgeslimError as _Err
 
     node = ray.get_runtime_context().get_node_id()
+    cpus = float(resources.get("cpu", 1))
+    node_cpus = next((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes()
+                      if n.get("NodeID") == node), 0)
+    if node_cpus < cpus:
+        # The driver's node offers Ray no CPU (e.g. a head started with --num-cpus 0): build
+        # here; with another TensorFlow thread count the bytes may differ from the trial's
+        # (search.json says whether they do), the budgets are measured on the bundle anyway.
+        return _build_task(ray.get(shared_ref), recipe=recipe, threads=max(1, int(cpus)),
+                           kwargs={**kwargs, "name": model_name})
     task = ray.remote(_build_task).options(
         num_cpus=resources.get("cpu", 1), max_retries=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False))
