@@ -28,6 +28,7 @@ COMMANDS = {
     "bench": "bench",
     "emulate": "emulate",
     "serve": "serve",
+    "search": "search",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 _RECIPE_FLAGS = [
@@ -115,3 +117,90 @@ def print_prebuilt_summary(result) -> None:
                  f"buffers, TFLite Micro {cg['tflm_arena_measured_bytes']:,} B)")
     console.print(line)
     console.print(f"bundle: {result.bundle_dir}")
+
+
+_SEARCH_FLAGS = [
+    click.option("--max-flash", help="Budget search: the most flash the model may take, e.g. 24k "
+                 "(k = 1024; --backend c: the C library's text+rodata+data; TFLite Micro: .tflite + "
+                 "the profile's runtime). Needs `pip install edgeslim[search]`."),
+    click.option("--max-ram", help="Budget search: the most RAM, e.g. 12k (--backend c: the static "
+                 "memory plan's arena; TFLite Micro: the measured arena + margin)."),
+    click.option("--max-macs", help="Budget search: the most multiply-accumulates per inference, "
+                 "e.g. 1.2M (k = 1000, M = 10**6)."),
+    click.option("--search-space", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="TOML with a [search] table: the values each knob takes (docs/search.md)."),
+    click.option("--ray-address", help="Run the trials on an existing Ray cluster: auto or HOST:PORT "
+                 "(default: a local Ray started and stopped here, limited to this machine's cores)."),
+    click.option("--num-cpus", type=int, help="CPUs of the local Ray (default: all cores)."),
+    click.option("--trial-cpus", type=float, default=1, show_default=True,
+                 help="CPUs per trial (TensorFlow's threads are capped to it)."),
+    click.option("--rungs", type=int, default=2, show_default=True,
+                 help="Successive-halving rungs (the last trains longest)."),
+    click.option("--eta", type=int, default=2, show_default=True,
+                 help="Successive halving: keep the best 1/eta of each rung; epochs grow x eta."),
+    click.option("--min-epochs", type=int, default=10, show_default=True,
+                 help="Fine-tuning epochs per stage in the first rung (the DS-CNN keyword model of "
+                      "docs/benchmarks.md needs 20 to recover within 1 point at 12,000 B)."),
+    click.option("--max-trials", type=int, default=16, show_default=True,
+                 help="Candidates trained at most (after the budgets pruned the space)."),
+]
+
+SEARCH_KEYS = ("max_flash", "max_ram", "max_macs", "search_space", "ray_address", "num_cpus",
+               "trial_cpus", "rungs", "eta", "min_epochs", "max_trials")
+
+
+def search_options(fn):
+    """The budget-search flags (edgeslim build, edgeslim search)."""
+    for opt in reversed(_SEARCH_FLAGS):
+        fn = opt(fn)
+    return fn
+
+
+def run_search(model, data, *, target, recipe, flags: dict, search: dict, backend: str,
+               out, trust_model, test_data, labels, name, pareto_set: bool):
+    """Call edgeslim.search with the parsed flags; print what it chose."""
+    import sys
+
+    from rich.console import Console
+
+    from edgeslim import recipe as recipe_mod
+    from edgeslim.search import Budgets, SearchSpace, search as run
+
+    budgets = Budgets.parse(max_flash=search["max_flash"], max_ram=search["max_ram"],
+                            max_macs=search["max_macs"])
+    space = SearchSpace.load(search["search_space"]) if search["search_space"] else None
+    max_drop = flags.get("max_drop")
+    # The stages are the search's to choose: the flags that add or drop one are not used.
+    flags = {k: v for k, v in flags.items() if not k.startswith("no_") or k == "no_guard"}
+    table = recipe_mod.flags_to_table(**flags)
+    res = run(model, data, target=target, budgets=budgets, max_drop=max_drop, backend=backend,
+              out=out, recipe=recipe, flags=table, seed=flags.get("seed"), space=space,
+              ray_address=search["ray_address"], num_cpus=search["num_cpus"],
+              trial_resources={"cpu": search["trial_cpus"]}, rungs=search["rungs"],
+              eta=search["eta"], min_epochs=search["min_epochs"], max_trials=search["max_trials"],
+              write_pareto_set=pareto_set, trust_model=trust_model, test_data=test_data,
+              labels=labels, name=name, echo=click.echo, live=sys.stdout.isatty())
+    s = res.summary
+    console = Console(highlight=False)
+    from rich.table import Table
+
+    table = Table(title="Pareto set (validation drop, flash, RAM, MACs)")
+    for col in ("candidate", "val drop", "flash", "RAM", "MACs", "epochs", "status"):
+        table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
+    for c in sorted((c for c in s["candidates"] if c["pareto"]), key=lambda c: c["val_drop"]):
+        f = c["figures"]
+        table.add_row(c["name"], f"{c['val_drop']:.2f}",
+                      *("-" if f.get(k) is None else f"{f[k]:,}" for k in ("flash", "ram", "macs")),
+                      str(c["epochs"]), c["status"])
+    console.print(table)
+    w, v = s["winner"], s["verified"]
+    console.print(f"search: {s['trials_run']} trials, {s['counts']}; {len(s['lost'])} lost; "
+                  f"{s['wall_s']:.0f}s")
+    console.print(f"shipped {w['name']}: validation drop {w['val_drop']:.2f} "
+                  f"{s['budgets']['drop_unit']}; re-measured on the bundle: " + ", ".join(
+                      f"{k} {c['measured']:,} <= {c['budget']:,}" if k != "drop" else
+                      f"drop {c['measured']:.2f} <= {c['budget']:g}"
+                      for k, c in v["checks"].items()))
+    console.print(f"bundle: {res.bundle_dir} (search.json, pareto.png)"
+                  + (f"; Pareto set: {res.pareto_dir}" if res.pareto_dir else ""))
+    return res

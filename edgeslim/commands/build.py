@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgeslim.commands._options import print_prebuilt_summary, print_summary, recipe_options
+from edgeslim.commands._options import (SEARCH_KEYS, print_prebuilt_summary, print_summary, recipe_options,
+                                        run_search, search_options)
 
 
 @click.command("build")
@@ -49,6 +50,7 @@ from edgeslim.commands._options import print_prebuilt_summary, print_summary, re
                    "WAV file or the microphone (mlperf-tiny-kws: 16 kHz, 1 s, 49x10 MFCC as MLPerf Tiny's KWS).")
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
+@search_options
 def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
             trust_model, audio_front_end, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
@@ -61,6 +63,8 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
     from edgeslim.pipeline import Progress, build
     from edgeslim.prebuilt import build_prebuilt, is_tflite
 
+    search = {k: flags.pop(k) for k in SEARCH_KEYS}
+    budgets = search["max_flash"] or search["max_ram"] or search["max_macs"]
     label_list = read_labels(labels) if labels else None
     if is_tflite(model):
         from click.core import ParameterSource
@@ -70,6 +74,7 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
                            and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE)
         given = set_flags + [opt for opt, v in (("recipe", recipe), ("teacher", teachers),
                                                  ("trust-model", trust_model)) if v]
+        given += [k for k in ("max_flash", "max_ram", "max_macs") if search[k]]
         if given:
             raise click.UsageError(
                 f"{model.name} is already converted: compression and conversion options do not apply "
@@ -85,6 +90,12 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
         raise DataError("--data is required to build from a Keras model (compression and int8 "
                         "calibration train and measure on it)",
                         hint="Pass --data data.npz (or an image folder); only an int8 .tflite builds without it.")
+    if budgets:
+        # A budget: search the compression settings (edgeslim.search) instead of one recipe.
+        run_search(model, data, target=target, recipe=recipe, flags=flags, search=search,
+                   backend=backend, out=out, trust_model=trust_model, test_data=test_data,
+                   labels=label_list, name=name, pareto_set=False)
+        return
     drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
     result = build(
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),

@@ -1,0 +1,594 @@
+"""Builds driven by a budget: search the compression settings, ship the best that fits.
+
+``search(...)`` answers "my board has this much flash and RAM (or my Pi this many
+MACs), and I can lose at most this much accuracy": it
+
+1. enumerates the candidates of a :class:`SearchSpace` (space.py);
+2. measures each candidate's figures before any training (figures.py: MACs, the C
+   library cross-compiled or the TFLite Micro arena, on the slimmed untrained
+   model, whose channel counts are final) and drops those over a budget, and those
+   another candidate beats on every figure at no more accuracy cost;
+3. trains the rest by successive halving on Ray Tune (trials.py): short fine-tunes
+   first, ``eta`` times longer for the best ``1/eta`` of each rung;
+4. ships the candidate with the least validation drop meeting every budget, built
+   again from its recipe by the ordinary build (pipeline.build), and re-measures
+   every budget on the bundle written; ``search.json`` and ``pareto.png`` go in it.
+
+No candidate within the budgets: a BudgetError (exit 2) names the binding budget and
+how far the closest candidate is, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgeslim import recipe as recipe_mod
+from edgeslim.errors import EdgeslimError
+from edgeslim.search.figures import Budgets, parse_count
+from edgeslim.search.space import (Candidate, SearchSpace, Trial, candidate_recipe,
+                                   enumerate_candidates)
+
+__all__ = ["search", "SearchResult", "SearchSpace", "Budgets", "BudgetError", "parse_count"]
+
+_FIG_NAMES = {"flash": ("--max-flash", "B of flash"), "ram": ("--max-ram", "B of RAM"),
+              "macs": ("--max-macs", "MACs")}
+
+
+class BudgetError(EdgeslimError):
+    """No candidate meets the budgets (exit 2, nothing written)."""
+
+
+@dataclass
+class SearchResult:
+    """What a search did: every candidate (as in search.json), the winner, the bundle."""
+
+    summary: dict
+    bundle_dir: Path | None
+    build: object = None  # the pipeline.BuildResult of the shipped bundle
+    pareto_dir: Path | None = None
+
+    @property
+    def winner(self) -> dict:
+        return self.summary["winner"]
+
+
+@dataclass
+class _Settings:
+    rungs: int = 2
+    eta: int = 2
+    min_epochs: int = 1
+    max_trials: int = 16
+
+
+def search(
+    model,
+    data,
+    *,
+    target: str = "cortex-m4",
+    budgets: Budgets = Budgets(),
+    max_drop: float | None = None,
+    backend: str = "tflm",
+    out: str | Path = "out",
+    recipe=None,
+    flags: dict | None = None,
+    seed: int | None = 0,
+    space: SearchSpace | None = None,
+    ray_address: str | None = None,
+    num_cpus: int | None = None,
+    trial_resources: dict | None = None,
+    rungs: int = 2,
+    eta: int = 2,
+    min_epochs: int = 10,
+    max_trials: int = 16,
+    write_pareto_set: bool = False,
+    trust_model: bool = False,
+    test_data=None,
+    labels: list[str] | None = None,
+    name: str | None = None,
+    echo: Callable[[str], None] = lambda line: None,
+    live: bool = False,
+) -> SearchResult:
+    """Search the space under ``budgets`` and ``max_drop``; write the winner's bundle to
+    ``out/<target>/`` (with search.json and pareto.png), and with ``write_pareto_set``
+    every Pareto candidate's recipe to ``out/search/``. See the module docstring."""
+    from edgeslim import targets
+    from edgeslim.search import trials as trials_mod
+    from edgeslim.search.figures import check_budgets_apply
+    from edgeslim.search.progress import SearchProgress
+
+    from edgeslim.io.outputs import check_output_folder, check_replaceable
+    from edgeslim.pipeline import _safe_dir_name, check_backend
+
+    t_start = time.monotonic()
+    # The output first, as the build does: a bad -o fails before any work, and only folders
+    # edgeslim wrote may be replaced (the bundle, and the Pareto set's out/search/).
+    out = check_output_folder(out)
+    check_replaceable(out / _safe_dir_name(str(target)))
+    if write_pareto_set:
+        _check_pareto_replaceable(out / "search")
+    tgt = targets.load_target(target)
+    check_backend(tgt, backend, target)
+    check_budgets_apply(budgets, tgt, backend)
+    settings = _Settings(rungs, eta, min_epochs, max_trials)
+    if rungs < 1 or eta < 2 or min_epochs < 1 or max_trials < 1:
+        raise EdgeslimError("the search needs rungs >= 1, eta >= 2, min epochs >= 1, max trials >= 1",
+                            "e.g. --rungs 2 --eta 2 --min-epochs 1 --max-trials 16.")
+    trials_mod.require_ray()  # before anything slow: say how to install it
+    space = space or SearchSpace()
+    resources = dict(trial_resources or {"cpu": 1})
+    base = recipe_mod.resolve(target_recipe=tgt.recipe,
+                              recipe_file=recipe if isinstance(recipe, (str, Path)) else None,
+                              recipe_table=recipe if isinstance(recipe, dict) else None,
+                              flags=flags)
+    seed = base.build.seed if seed is None else seed
+    seed = 0 if seed is None else seed  # a search is always seeded: its choice must repeat
+
+    # -- load, as the build does ------------------------------------------------------
+    kmodel, ds, model_name = _load(model, data, base, seed=seed, trust_model=trust_model,
+                                   test_data=test_data, name=name)
+    from edgeslim import guard
+    from edgeslim._tf import keras, tf
+    from edgeslim.compress.context import StageContext
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    ctx = StageContext(data=ds, seed=seed, batch_size=base.build.batch_size,
+                       patience=base.build.patience, learning_rate=base.build.learning_rate)
+    float_val = ctx.evaluate(kmodel, "val")
+    drop_budget = guard.Budget.for_task(max_drop if max_drop is not None else base.build.max_drop,
+                                        ds.task)
+    echo(f"[search] float validation {ds.metric_name} {float_val:.4f}; budgets: "
+         + ", ".join([f"{_FIG_NAMES[k][0]} {v:,}" for k, v in budgets.items()]
+                     + [f"--max-drop {drop_budget.max_drop:g} {drop_budget.unit}"]))
+
+    # -- candidates and their figures before training ----------------------------------
+    cands = enumerate_candidates(space, backend=backend)
+    trials = {c.index: Trial(c) for c in cands}
+    t = time.monotonic()
+    structures = _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
+                                     model_name)
+    for tr in trials.values():
+        tr.figures = structures[tr.cand.structure]
+    cheap_s = time.monotonic() - t
+    feasible = []
+    for tr in trials.values():
+        over = budgets.over(tr.figures)
+        if over:
+            tr.status = "pruned"
+            tr.why = "over budget before training: " + "; ".join(
+                f"{k} {tr.figures[k]:,} > {getattr(budgets, k):,} (+{v:,})" for k, v in over.items())
+        else:
+            feasible.append(tr)
+    if not feasible:
+        raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=False)
+    _prune_dominated(feasible)
+    to_train = [tr for tr in feasible if tr.status == "pending"]
+    # Largest feasible models first (the most capacity left), then the candidate's index.
+    to_train.sort(key=lambda tr: (-(tr.figures.get("flash") or 0), -(tr.figures.get("ram") or 0),
+                                  -tr.figures["macs"], tr.cand.index))
+    plain = [tr for tr in to_train if tr.cand.is_plain]
+    rest = [tr for tr in to_train if not tr.cand.is_plain]
+    keep = plain + rest[:max(0, max_trials - len(plain))]
+    for tr in rest[max(0, max_trials - len(plain)):]:
+        tr.status, tr.why = "not tried", f"beyond --max-trials {max_trials} (smaller models come last)"
+    keep_ids = sorted(tr.cand.index for tr in keep)
+    echo(f"[search] {len(cands)} candidates: {sum(t.status == 'pruned' for t in trials.values())} "
+         f"over a budget, {sum(t.status == 'dominated' for t in trials.values())} dominated, "
+         f"{len(keep_ids)} to train ({cheap_s:.1f}s measuring before training)")
+
+    # -- successive halving on Ray Tune ---------------------------------------------------
+    progress = SearchProgress(echo=echo, live=live, unit=drop_budget.unit,
+                              names={c.index: c.name for c in cands})
+    progress.set_pruned(len(cands) - len(keep_ids), len(cands))
+    payload = {"model_json": kmodel.to_json(), "weights": kmodel.get_weights(), "data": ds}
+    ray_info: dict = {}
+    lost: list[dict] = []
+    blobs: dict[tuple, str] = {}  # (candidate, rung) -> the trial's int8 model, base64
+    alive = list(keep_ids)
+    storage = Path(tempfile.mkdtemp(prefix="edgeslim-tune-"))
+    session = contextlib.ExitStack()  # Ray stays up until the winner's bundle is built
+    with session:
+        progress.start()
+        try:
+            ray, ray_info = session.enter_context(trials_mod.ray_session(ray_address, num_cpus))
+            shared = ray.put(payload)
+            for rung in range(rungs):
+                epochs = min_epochs * eta ** rung
+                progress.set_rung(f"rung {rung + 1}/{rungs}: {len(alive)} candidate(s), "
+                                  f"{epochs} epoch(s) of fine-tuning per stage")
+                todo = {i: candidate_recipe(base, trials[i].cand, epochs=epochs, seed=seed,
+                                            max_drop=drop_budget.max_drop).to_dict()
+                        for i in alive if not (trials[i].cand.is_plain and trials[i].rungs)}
+                results = trials_mod.run_rung(
+                    ray, shared_ref=shared, recipes=todo, epochs=epochs, rung=rung,
+                    float_val=float_val, max_drop=drop_budget.max_drop, resources=resources,
+                    storage=storage, progress=progress) if todo else {}
+                for i in alive:
+                    if i not in todo:  # plain int8: no training, its result stands
+                        trials[i].rungs.append({**trials[i].rungs[-1], "rung": rung, "epochs": 0,
+                                                "reused": True})
+                        continue
+                    r = {"rung": rung, "epochs": epochs if not trials[i].cand.is_plain else 0,
+                         **results[i]}
+                    if "tflite_b64" in r:
+                        blobs[(i, rung)] = r.pop("tflite_b64")
+                    trials[i].rungs.append(r)
+                    if "lost" in r:
+                        trials[i].status, trials[i].why = "lost", f"rung {rung + 1}: {r['lost']}"
+                        lost.append({"index": i, "name": trials[i].cand.name, "rung": rung,
+                                     "reason": r["lost"]})
+                ranked = sorted((i for i in alive if trials[i].status != "lost"),
+                                key=lambda i: _rank_key(trials[i]))
+                if rung < rungs - 1:
+                    n_keep = max(1, math.ceil(len(ranked) / eta))
+                    for i in ranked[n_keep:]:
+                        trials[i].status = "stopped"
+                        trials[i].why = (f"successive halving: not in the best 1/{eta} after rung "
+                                         f"{rung + 1} ({epochs} epochs)")
+                    alive = ranked[:n_keep]
+                else:
+                    alive = ranked
+        finally:
+            progress.stop()
+            shutil.rmtree(storage, ignore_errors=True)
+        for i in alive:
+            trials[i].status = "trained"
+        if lost:
+            echo(f"[search] {len(lost)} trial(s) lost (worker died): "
+                 + "; ".join(f"{x['name']} at rung {x['rung'] + 1}" for x in lost)
+                 + ". The search went on without them.")
+
+        # -- the winner --------------------------------------------------------------------
+        # Every rung's result is a configuration its recipe rebuilds exactly (the same
+        # candidate, epochs and seed): the least drop among all of them wins.
+        results = [(tr, r) for tr in trials.values() for r in tr.rungs
+                   if r.get("val_drop") is not None and not r.get("failed") and not r.get("reused")]
+        meeting = [(tr, r) for tr, r in results if drop_budget.allows(r["val_drop"])]
+        if not meeting:
+            raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=True)
+        # The figures were measured before training; training leaves the channel counts but
+        # the generated C can differ by a few bytes with the values (+24 B on 10,864 B seen on
+        # the KWS model): measure the trained model itself, best first, until one fits.
+        winner = w_result = None
+        for tr, r in sorted(meeting, key=lambda p: (*_rank_key(p[0], p[1]), p[1]["epochs"])):
+            r["figures_trained"] = _trained_figures(blobs.get((tr.cand.index, r["rung"])), tr,
+                                                    tgt, backend, model_name)
+            over = budgets.over(r["figures_trained"])
+            if over:
+                r["over_after_training"] = over
+                continue
+            winner, w_result = tr, r
+            break
+        if winner is None:
+            tr, r = min(meeting, key=lambda p: (*_rank_key(p[0], p[1]), p[1]["epochs"]))
+            over = r["over_after_training"]
+            k = max(over, key=lambda k: over[k] / getattr(budgets, k))
+            raise BudgetError(
+                f"no trained candidate meets {_FIG_NAMES[k][0]} {getattr(budgets, k):,} "
+                f"{_FIG_NAMES[k][1]}: measured after training, the best, {tr.cand.name}, needs "
+                f"{r['figures_trained'][k]:,} ({over[k]:,} over); nothing was written.",
+                f"Raise {_FIG_NAMES[k][0]} by {over[k]:,} or more.")
+        winner.status = "winner"
+        w_epochs = w_result["epochs"] or min_epochs
+        w_recipe = candidate_recipe(base, winner.cand, epochs=w_epochs, seed=seed,
+                                    max_drop=drop_budget.max_drop)
+        echo(f"[search] winner {winner.cand.name} at {w_result['epochs']} epoch(s): validation "
+             f"drop {w_result['val_drop']:.2f} {drop_budget.unit}; building its bundle")
+
+        summary = _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings,
+                           float_val, ds, ray_info, resources, lost, winner, w_result, w_recipe,
+                           base, time.monotonic() - t_start)
+
+        # -- ship: the ordinary build of the winner's recipe, re-measured, then moved in place
+        from edgeslim.pipeline import _replace_dir
+
+        out = Path(out)
+        made_out = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".search.", dir=out))
+        shipped = False
+        try:
+            # In a Ray worker on this node with the trials' CPUs and threads: TensorFlow's
+            # results depend on its thread count, and the bundle must hold the bytes the
+            # winner's trial scored.
+            res = trials_mod.build_on_driver_node(
+                ray, shared, resources, model_name=model_name, recipe=w_recipe.to_dict(),
+                target=target, out=staging, backend=backend, pack_weights=winner.cand.pack_weights,
+                labels=labels)
+            summary["verified"] = _verify(res, tgt, backend, budgets, drop_budget, w_result)
+            summary["wall_s"] = time.monotonic() - t_start
+            bundle = res.bundle_dir
+            _write_report(bundle, summary, float_val, ds.metric_name, drop_budget,
+                          title=f"{model_name} -> {tgt.name} ({backend})")
+            # The manifest lists every file of the bundle: written again with search.json and
+            # pareto.png (a later build may replace only a folder its manifest describes).
+            from edgeslim.bundle.manifest import MANIFEST, write_manifest
+
+            manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
+            write_manifest(bundle, target=tgt, model_path=bundle / manifest["model"]["path"],
+                           extra=manifest.get("extra"))
+            pareto_dir = None
+            if write_pareto_set:
+                pareto_dir = staging / "search"
+                pareto_dir.mkdir()
+                for c in summary["candidates"]:
+                    if c["pareto"]:
+                        (pareto_dir / f"c{c['index']:03d}.toml").write_text(c["recipe"], encoding="utf-8")
+                shutil.copy2(bundle / "search.json", pareto_dir / "search.json")
+                shutil.copy2(bundle / "pareto.png", pareto_dir / "pareto.png")
+            final = out / _safe_dir_name(target)
+            check_replaceable(final)  # again: the folder may have appeared during the search
+            _replace_dir(bundle, final)
+            if pareto_dir is not None:
+                _check_pareto_replaceable(out / "search")
+                _replace_dir(pareto_dir, out / "search")
+                pareto_dir = out / "search"
+            shipped = True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not shipped and made_out and not any(out.iterdir()):
+                out.rmdir()  # nothing written: not even the folder
+        res.bundle_dir, res.model_path = final, final / "model.tflite"
+        echo(f"[search] bundle written to {final}")
+        return SearchResult(summary=summary, bundle_dir=final, build=res, pareto_dir=pareto_dir)
+
+
+def _load(model, data, base, *, seed, trust_model, test_data, name):
+    from edgeslim.io.data import check_data_fits_model, load_data
+    from edgeslim.io.dataset import Dataset
+    from edgeslim.io.models import load_model
+
+    if isinstance(model, (str, Path)):
+        kmodel = load_model(model, trust=trust_model).model
+        model_name = name or Path(str(model).rstrip("/")).stem
+    else:
+        kmodel, model_name = model, name or getattr(model, "name", None) or "model"
+    ds = data if isinstance(data, Dataset) else load_data(
+        data, seed=seed or 0, val_fraction=base.build.val_fraction,
+        test_fraction=base.build.test_fraction, test_data=test_data)
+    check_data_fits_model(ds, kmodel)
+    return kmodel, ds, model_name
+
+
+def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
+                        model_name: str) -> dict:
+    """Figures per distinct structure, on the slimmed (and, for packed weights, clustered)
+    model with no fine-tuning: its channel counts and values per channel are final."""
+    from edgeslim import convert
+    from edgeslim.bundle.render import c_identifier
+    from edgeslim.pipeline import Progress, _run_stages
+    from edgeslim.search import figures
+    from edgeslim.search.trials import calibration
+
+    out: dict = {}
+    for c in cands:
+        if c.structure in out:
+            continue
+        ratio, alloc, packed, pack = c.structure
+        probe = Candidate(-1, ratio, alloc, 0.0, packed, pack, False, "random")
+        rcp = candidate_recipe(base, probe, epochs=0, seed=seed, max_drop=None)
+        calib = calibration(rcp, ds, kmodel, seed)
+        run = _run_stages(kmodel, rcp, ctx, calib, [], [layer.name for layer in kmodel.layers],
+                          Progress(), {})
+        tfl = convert.to_int8_tflite(run.current, calib, int8_io=rcp.build.int8_io,
+                                     allow_float_fallback=rcp.build.allow_float_fallback)
+        out[c.structure] = figures.measure(tfl, run.current, target=tgt, backend=backend,
+                                           pack_weights=pack, c_name=c_identifier(model_name))
+        f = out[c.structure]
+        echo(f"[search] structure channels {ratio:g}{' packed ' + str(packed) if pack else ''}: "
+             f"MACs {f['macs']:,}, flash {_fmt(f['flash'])}, RAM {_fmt(f['ram'])}")
+    return out
+
+
+def _trained_figures(blob: str | None, tr: Trial, tgt, backend: str, model_name: str) -> dict:
+    """Flash, RAM and MACs of a trial's own int8 model (the structure's where it has none)."""
+    import base64
+
+    from edgeslim.bundle.render import c_identifier
+    from edgeslim.search import figures
+
+    if blob is None:
+        return dict(tr.figures)
+    figs = figures.measure(base64.b64decode(blob), None, target=tgt, backend=backend,
+                           pack_weights=tr.cand.pack_weights, c_name=c_identifier(model_name))
+    return {**figs, "macs": figs["macs"] if figs["macs"] is not None else tr.figures["macs"]}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:,} B"
+
+
+def _prune_dominated(feasible: list[Trial]) -> None:
+    """A candidate another beats (or equals) on every figure while costing no more
+    accuracy in any knob cannot win: it is not trained."""
+    def figs(tr):
+        return [tr.figures.get(k) for k in ("flash", "ram", "macs")]
+
+    for b in feasible:
+        for a in feasible:
+            if a is b or a.status == "dominated":
+                continue
+            if not a.cand.costs_no_more_accuracy_than(b.cand):
+                continue
+            fa, fb = figs(a), figs(b)
+            if all(x is None or y is None or x <= y for x, y in zip(fa, fb)):
+                b.status = "dominated"
+                b.why = (f"{a.cand.name} is no larger on any figure and compresses no harder "
+                         f"in any setting")
+                break
+
+
+def _rank_key(tr: Trial, result: dict | None = None) -> tuple:
+    """Least validation drop first; a stage's failure last; ties: smaller figures, index.
+    ``result``: one rung's result (default: the candidate's latest)."""
+    last = tr.last if result is None else result
+    if last is None:
+        return (2, math.inf, tr.cand.index)
+    f = tr.figures
+    return (1 if last.get("failed") else 0, round(float(last["val_drop"]), 9),
+            f.get("flash") or 0, f.get("ram") or 0, f["macs"], tr.cand.index)
+
+
+def _no_fit_error(trials: list[Trial], budgets: Budgets, drop_budget, *, trained: bool):
+    """The binding budget and how far the closest candidate is from it, with numbers."""
+    if not trained:
+        def excess(tr):  # the worst relative excess over the budgets
+            return max(v / getattr(budgets, k) for k, v in budgets.over(tr.figures).items())
+
+        closest = min(trials, key=lambda tr: (excess(tr), tr.cand.index))
+        over = budgets.over(closest.figures)
+        binding = max(over, key=lambda k: over[k] / getattr(budgets, k))
+        flag, unit = _FIG_NAMES[binding]
+        limit = getattr(budgets, binding)
+        need = closest.figures[binding]
+        others = [f"{_FIG_NAMES[k][0]} by {v:,} {_FIG_NAMES[k][1]}" for k, v in over.items()
+                  if k != binding]
+        msg = (f"no candidate meets {flag} {limit:,} {unit}: the closest, {closest.cand.name}, "
+               f"needs {need:,} {unit} ({need - limit:,} over, +{100.0 * (need - limit) / limit:.1f}%)"
+               + (f"; it is also over {', '.join(others)}" if others else "")
+               + f". {len(trials)} candidates measured before training; nothing was written.")
+        hint = (f"Raise {flag} to at least {need:,}, or widen the search space (higher channel "
+                "ratios, packed clustered weights with --backend c) with --search-space.")
+        return BudgetError(msg, hint)
+    scored = [tr for tr in trials if tr.last is not None and not tr.last.get("failed")]
+    if not scored:
+        return BudgetError("no candidate within the size budgets could be trained (every trial "
+                           "was lost or failed); nothing was written",
+                           "See the messages above; retry, or check the Ray cluster.")
+    closest = min(scored, key=_rank_key)
+    d = closest.last["val_drop"]
+    return BudgetError(
+        f"no candidate meets --max-drop {drop_budget.max_drop:g} {drop_budget.unit}: the closest "
+        f"within the size budgets, {closest.cand.name}, loses {d:.2f} {drop_budget.unit} on "
+        f"validation ({d - drop_budget.max_drop:.2f} over). Nothing was written.",
+        "Raise --max-drop, loosen --max-flash/--max-ram/--max-macs, or train longer "
+        "(--min-epochs, --rungs).")
+
+
+def _candidate_dict(tr: Trial, base, seed, drop_budget, backend) -> dict:
+    """One row of search.json: the candidate at its best rung (the result its recipe, at
+    that rung's epochs, rebuilds), with every rung's result in ``rungs``."""
+    best = tr.best or {}
+    epochs = int(best.get("epochs") or 0)
+    rcp = candidate_recipe(base, tr.cand, epochs=max(epochs, 1), seed=seed,
+                           max_drop=drop_budget.max_drop)
+    command = "edgeslim build MODEL --data DATA --recipe c%03d.toml" % tr.cand.index
+    if backend == "c":
+        command += " --backend c" + (" --pack-weights" if tr.cand.pack_weights else "")
+    return {
+        "index": tr.cand.index, "name": tr.cand.name, "knobs": tr.cand.knobs,
+        "status": tr.status, "why": tr.why, "figures": tr.figures,
+        "val_metric": best.get("val_metric"), "val_drop": best.get("val_drop"),
+        "epochs": epochs, "rungs": tr.rungs,
+        "wall_s": float(sum(r.get("wall_s", 0.0) for r in tr.rungs if not r.get("reused"))),
+        "recipe": rcp.to_toml(), "command": command, "pareto": False,
+    }
+
+
+def _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings, float_val,
+             ds, ray_info, resources, lost, winner, w_result, w_recipe, base, wall) -> dict:
+    from edgeslim.report.pareto import pareto_front
+
+    rows = [_candidate_dict(trials[c.index], base, seed, drop_budget, backend) for c in cands]
+    front = set(pareto_front(rows))
+    for r in rows:
+        r["pareto"] = r["index"] in front
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return {
+        "schema": "edgeslim.search/1",
+        "target": tgt.name, "backend": backend, "seed": seed,
+        "metric": ds.metric_name, "float_val_metric": float_val,
+        "budgets": {**budgets.to_dict(), "max_drop": drop_budget.max_drop,
+                    "drop_unit": drop_budget.unit,
+                    "min_val_metric": (float_val - drop_budget.max_drop / 100.0
+                                       if drop_budget.task == "classification" else None)},
+        "space": space.to_dict(),
+        "schedule": {"kind": "successive halving (synchronous rungs, one Ray Tune run each)",
+                     "rungs": settings.rungs, "eta": settings.eta,
+                     "epochs": [settings.min_epochs * settings.eta ** r for r in range(settings.rungs)],
+                     "max_trials": settings.max_trials},
+        "ray": {**ray_info, "trial_resources": resources},
+        "counts": counts,
+        "trials_run": sum(1 for r in rows for x in r["rungs"] if not x.get("reused")),
+        "lost": lost,
+        "winner": {"index": winner.cand.index, "name": winner.cand.name,
+                   "epochs": w_result["epochs"], "rung": w_result["rung"],
+                   "val_metric": w_result["val_metric"], "val_drop": w_result["val_drop"],
+                   "figures": w_result.get("figures_trained") or winner.figures,
+                   "figures_before_training": winner.figures,
+                   "tflite_sha256": w_result.get("tflite_sha256"),
+                   "recipe": w_recipe.to_toml()},
+        "candidates": rows,
+        "pareto": sorted(front),
+        "wall_s": wall,
+    }
+
+
+def _verify(res, tgt, backend, budgets: Budgets, drop_budget, w_result: dict) -> dict:
+    """Every budget re-measured on the bundle written; the bundle's model against the trial's."""
+    from edgeslim.search.figures import measure_bundle
+
+    figs = measure_bundle(res.bundle_dir, target=tgt, backend=backend)
+    sha = hashlib.sha256(res.model_path.read_bytes()).hexdigest()
+    checks = {k: {"budget": v, "measured": figs.get(k), "met": figs.get(k) is not None
+                  and figs[k] <= v} for k, v in budgets.items()}
+    shipped = res.report["guard"]["shipped"]
+    vdrop = next((c["val_drop"] for c in res.report["guard"]["candidates"] if c["name"] == shipped),
+                 None)
+    checks["drop"] = {"budget": drop_budget.max_drop, "measured": vdrop,
+                      "met": vdrop is not None and drop_budget.allows(vdrop)}
+    bad = [k for k, c in checks.items() if not c["met"]]
+    if bad:
+        raise EdgeslimError(
+            "the winner's bundle, built again from its recipe, does not meet "
+            + ", ".join(f"{k} (budget {checks[k]['budget']}, measured {checks[k]['measured']})"
+                        for k in bad) + "; nothing was written",
+            "Report this: the search's figures and the build's disagree.")
+    return {"figures": figs, "checks": checks, "shipped": shipped,
+            "model_sha256": sha, "same_bytes_as_trial": sha == w_result.get("tflite_sha256")}
+
+
+def _write_report(bundle: Path, summary: dict, float_val: float, metric: str, drop_budget,
+                  *, title: str) -> None:
+    from edgeslim.pipeline import _json_default
+    from edgeslim.report.pareto import plot
+
+    tmp = bundle / ".search.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, bundle / "search.json")
+    plot(summary["candidates"], bundle / "pareto.png", chosen=summary["winner"]["index"],
+         budgets=summary["budgets"], metric=metric, float_val=float_val, title=title)
+
+
+_PARETO_FILES = re.compile(r"c\d{3}\.toml|search\.json|pareto\.png")
+
+
+def _check_pareto_replaceable(folder: Path) -> None:
+    """out/search/ may be replaced only if it holds nothing but what a search writes there."""
+    from edgeslim.io.outputs import OutputError
+
+    if not os.path.lexists(folder):
+        return
+    others = [p.name for p in folder.iterdir()] if folder.is_dir() and not folder.is_symlink() else [folder.name]
+    others = [n for n in others if not _PARETO_FILES.fullmatch(n)]
+    if others or folder.is_symlink() or not folder.is_dir():
+        raise OutputError(f"{folder} already exists and is not a Pareto set edgeslim wrote "
+                          f"(it holds {', '.join(sorted(others)[:3]) or 'something else'}); it was left untouched",
+                          hint="Move your files elsewhere, or choose another output folder with -o.")
+
+
+def load_space(path) -> SearchSpace:
+    return SearchSpace.load(path)

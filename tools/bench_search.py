@@ -1,0 +1,164 @@
+"""Does the budget search pay? The search against the target defaults and plain int8, under budgets.
+
+On the keyword-spotting DS-CNN-S of tools/bench_compress.py (trained here with Keras 3 on
+``../shared/data/spoken_digits_kws.npz``, cached), for each flash budget of the C library
+(Cortex-M4, ``-Os``), with ``--max-drop`` on validation:
+
+* the search: ``edgeslim build --backend c --max-flash B --max-drop D`` (edgeslim.search);
+* the best hand-picked recipe among the target profiles' defaults (each distinct default
+  recipe built once for cortex-m4 with ``--backend c``; the one with the best test accuracy
+  whose library fits the budget);
+* plain int8 conversion (no compression stage).
+
+Reported per budget and method: whether it fits, flash (bytes, measured with
+arm-none-eabi-size on the bundle's C library), test accuracy and drop from float (the test
+split: speakers absent from training), wall time and trials run. The issue's goal: a C
+library of at most 12,000 B at a test drop of at most 1.0 point, in at most 10x the wall
+time of one default build.
+
+    .venv/bin/python tools/bench_search.py                       # budgets 12000, 16k, 24k
+    .venv/bin/python tools/bench_search.py --budgets 12000 \
+        --search-args "--search-space space.toml --rungs 2 --min-epochs 20"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_compress as bc  # noqa: E402  (the float model, builds and flash measurement)
+
+DEFAULT_WORK = Path("/tmp/edgeslim-bench-search")
+
+
+def default_recipes() -> dict[str, dict]:
+    """The distinct default recipes of the selectable target profiles, named by the first
+    profile that has each."""
+    from edgeslim import targets
+
+    out: dict[str, dict] = {}
+    seen: set[str] = set()
+    for t in targets.list_targets():
+        key = json.dumps(t.recipe, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out[f"{t.profile}-default"] = t.recipe
+    return out
+
+
+def run_search(model: Path, npz: Path, out: Path, *, budget: int, max_drop: float, seed: int,
+               extra: list[str]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "edgeslim.cli", "build", str(model), "--data", str(npz),
+           "--target", "cortex-m4", "--backend", "c", "--max-flash", str(budget),
+           "--max-drop", str(max_drop), "--seed", str(seed), "--name", "dscnn_s",
+           "--out", str(out), *extra]
+    t0 = time.monotonic()
+    log = out / "search.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, env=bc.child_env(TF_USE_LEGACY_KERAS="1"), cwd=bc.edgeslim_root(),
+                              stdout=f, stderr=subprocess.STDOUT, text=True)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        errors = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+        return {"fits": False, "wall_s": wall, "message": errors[-1] if errors else
+                f"exit {proc.returncode} (log {log})", "trials": None}
+    bundle = out / "cortex-m4"
+    s = json.loads((bundle / "search.json").read_text())
+    r = json.loads((bundle / "report.json").read_text())
+    return {"fits": True, "wall_s": wall, "trials": s["trials_run"],
+            "flash": s["verified"]["checks"]["flash"]["measured"], "winner": s["winner"]["name"],
+            "test_acc": r["metric"]["int8"], "float_test": r["metric"]["float"],
+            "val_drop": s["winner"]["val_drop"], "lost": len(s["lost"]), "bundle": str(bundle)}
+
+
+def run_recipe(name: str, recipe: dict | None, model: Path, npz: Path, folder: Path, *, seed: int,
+               labels) -> dict:
+    v = bc.Variant(name, recipe=recipe, backend="c")
+    task = bc.TASKS["kws"]
+    o = bc.run_build(v, task, model, npz, folder, seed=seed, quick=False, labels=labels)
+    if o.status != "ok":
+        return {"status": o.status, "message": o.message, "wall_s": o.wall_s}
+    fl = bc.flash_m4_os(o.bundle / "c", folder / "flash" / name)
+    return {"status": "ok", "wall_s": o.wall_s, "flash": fl["flash"], "trials": 1,
+            "test_acc": o.report["metric"]["int8"], "float_test": o.report["metric"]["float"],
+            "shipped": o.report["guard"]["shipped"]}
+
+
+def markdown(res: dict) -> str:
+    lines = []
+    ref = res["default_build_wall_s"]
+    for b in res["budgets"]:
+        lines += [f"\nFlash budget {b['budget']:,} B (C library, Cortex-M4 -Os), --max-drop "
+                  f"{res['max_drop']:g} (validation):\n",
+                  "| method | fits | flash (B) | test acc | test drop (pts) | wall | x default build | trials |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in b["rows"].items():
+            if r.get("test_acc") is None:
+                lines.append(f"| {name} | no: {r.get('message', '')[:90]} | | | | {r['wall_s']:.0f}s | "
+                             f"{r['wall_s'] / ref:.1f}x | {r.get('trials') or '-'} |")
+                continue
+            drop = 100 * (r["float_test"] - r["test_acc"])
+            lines.append(f"| {name} | {'yes' if r['fits'] else 'no'} | {r['flash']:,} | "
+                         f"{r['test_acc']:.4f} | {drop:.2f} | {r['wall_s']:.0f}s | "
+                         f"{r['wall_s'] / ref:.1f}x | {r.get('trials') or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budgets", default="12000,16k,24k")
+    ap.add_argument("--max-drop", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap.add_argument("--search-args", action="append", default=[],
+                    help="extra flags for a search, e.g. '--rungs 2 --min-epochs 2 --max-trials 8'; "
+                         "repeat for several searches (one row each)")
+    args = ap.parse_args(argv)
+    from edgeslim.targets import parse_size
+
+    budgets = [parse_size(b.strip()) for b in args.budgets.split(",")]
+    task = bc.TASKS["kws"]
+    npz, _, labels = bc.prepare_data(task, args.work, args.seed)
+    model, fl = bc.float_model(task, npz, args.work, seed=args.seed, epochs=task.train_epochs)
+    bc._log(f"float model {model}: validation {fl['float_val']:.4f}, test {fl['float_test']:.4f}")
+    fixed = {"plain-int8": {"build": {"stages": []}}, **default_recipes()}
+    built = {name: run_recipe(name, rcp, model, npz, args.work, seed=args.seed, labels=labels)
+             for name, rcp in fixed.items()}
+    default_wall = built["cortex-m4-default"]["wall_s"] if "cortex-m4-default" in built else \
+        next(r["wall_s"] for n, r in built.items() if n != "plain-int8")
+    res = {"max_drop": args.max_drop, "seed": args.seed, "float": fl,
+           "default_build_wall_s": default_wall, "fixed": built, "budgets": []}
+    for b in budgets:
+        rows = {}
+        for k, extra in enumerate(args.search_args or [""]):
+            name = f"search {extra}".strip()
+            rows[name] = run_search(model, npz, args.work / f"search-{b}-{k}", budget=b,
+                                    max_drop=args.max_drop, seed=args.seed, extra=extra.split())
+        ok = {n: r for n, r in built.items() if n != "plain-int8" and r["status"] == "ok"
+              and r["flash"] <= b}
+        if ok:
+            best = max(ok, key=lambda n: ok[n]["test_acc"])
+            rows[f"best default ({best})"] = {**ok[best], "fits": True}
+        else:
+            closest = min((n for n in built if n != "plain-int8" and built[n]["status"] == "ok"),
+                          key=lambda n: built[n]["flash"], default=None)
+            rows["best default"] = {"fits": False, "wall_s": sum(r["wall_s"] or 0 for r in built.values()),
+                                    "message": f"none fits (smallest: {closest}, "
+                                               f"{built[closest]['flash']:,} B)" if closest else "none built"}
+        p = built["plain-int8"]
+        rows["plain int8"] = {**p, "fits": p["status"] == "ok" and p["flash"] <= b}
+        res["budgets"].append({"budget": b, "rows": rows})
+        (args.work / "results.json").write_text(json.dumps(res, indent=2, default=str))
+        bc._log(f"budget {b}: {json.dumps(rows, default=str)[:600]}")
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
