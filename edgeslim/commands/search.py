@@ -38,9 +38,9 @@ def command(model, data, test_data, target, out, recipe, backend, labels, name, 
     search = {k: flags.pop(k) for k in SEARCH_KEYS}
     for key in ("no_prune", "no_cluster", "no_qat", "prune_channels", "channels_epochs"):
         flags.pop(key, None)
-    label_list = None
-    if labels:
-        label_list = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    from edgeslim.commands.build import read_labels
+
+    label_list = read_labels(labels) if labels else None
     run_search(model, data, target=target, recipe=recipe, flags=flags, search=search,
                backend=backend, out=out, trust_model=trust_model, test_data=test_data,
                labels=label_list, name=name, pareto_set=True)

@@ -97,7 +97,7 @@ def measure(model_bytes: bytes, keras_model, *, target, backend: str, pack_weigh
             "flash": None, "ram": None}
     if backend == "c":
         with tempfile.TemporaryDirectory(prefix="es-figs-", dir=work) as tmp:
-            figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile,
+            figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile, target=target,
                                           pack_weights=pack_weights, name=c_name))
     elif target.is_mcu:
         from edgeslim import micro
@@ -130,9 +130,10 @@ def macs_of(model_bytes: bytes, keras_model=None) -> int:
 
 
 def c_library_figures(model_bytes: bytes, work: Path, *, core: str, pack_weights: bool,
-                      lib_dir: Path | None = None, name: str = "model") -> dict:
+                      lib_dir: Path | None = None, name: str = "model", target=None) -> dict:
     """Generate (unless ``lib_dir`` holds it already) and cross-compile the C library.
-    ``name``: its C identifier prefix, as the bundle's (it is in the library's strings)."""
+    ``name``: its C identifier prefix, as the bundle's (it is in the library's strings);
+    ``target``: the profile whose cpu.features choose the kernels, as the bundle's build does."""
     from edgeslim.harness import toolchain
 
     arena = None
@@ -140,7 +141,7 @@ def c_library_figures(model_bytes: bytes, work: Path, *, core: str, pack_weights
         from edgeslim.codegen import generate
 
         lib_dir = work / "c"
-        cg = generate(model_bytes, lib_dir, name=name, pack_weights=pack_weights)
+        cg = generate(model_bytes, lib_dir, name=name, pack_weights=pack_weights, target=target or core)
         arena = cg.arena_size
     objs = toolchain.cross_compile(sorted(Path(lib_dir).glob("*.c")), work / "obj", core=core,
                                    include_dirs=[lib_dir], opt="-Os")
@@ -162,7 +163,7 @@ def measure_bundle(bundle_dir: Path, *, target, backend: str) -> dict:
             "ram": None}
     if backend == "c":
         with tempfile.TemporaryDirectory(prefix="es-bundle-") as tmp:
-            figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile,
+            figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile, target=target,
                                           pack_weights=False, lib_dir=bundle_dir / "c"))
         figs["ram"] = int(report["codegen"]["arena_bytes"])
     elif target.is_mcu:

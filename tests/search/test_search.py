@@ -239,3 +239,36 @@ def test_killing_one_trial_worker_loses_that_trial_only(digits_keras3_path, digi
     assert s["winner"]["index"] != lost
     assert any("1 trial(s) lost" in line for line in lines)
     assert (tmp_path / "cortex-m4" / "search.json").is_file()
+
+
+def test_a_search_never_replaces_a_folder_edgeslim_did_not_write(digits_keras3_path, digits_npz, tmp_path):
+    """Checked before any work: the user's folder at OUT/<target> (build with a budget) or at
+    OUT/search (edgeslim search's Pareto set) is refused by name and left as it was."""
+    import hashlib
+
+    from edgeslim.cli import cli
+
+    out = tmp_path / "out"
+    for folder, command in ((out / "cortex-m4", "build"), (out / "search", "search")):
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text("mine")
+        before = hashlib.sha256((folder / "notes.txt").read_bytes()).hexdigest()
+        r = CliRunner().invoke(cli, [command, str(digits_keras3_path), "--data", str(digits_npz),
+                                     "--target", "cortex-m4", "--backend", "c", "--max-flash", "24k",
+                                     "-o", str(out)], obj={"debug": False})
+        assert r.exit_code == 2, r.output
+        assert str(folder) in " ".join(r.output.split()) or folder.name in r.output
+        assert "[search]" not in r.output  # refused before measuring or training anything
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+        assert hashlib.sha256((folder / "notes.txt").read_bytes()).hexdigest() == before
+        (folder / "notes.txt").unlink()
+        folder.rmdir()
+        if command == "build":  # the search's own check must not be reached only through build's
+            (out / "cortex-m4").mkdir()
+            (out / "cortex-m4" / "keep").write_text("x")
+            r = CliRunner().invoke(cli, ["search", str(digits_keras3_path), "--data", str(digits_npz),
+                                         "--target", "cortex-m4", "--backend", "c", "--max-flash", "24k",
+                                         "-o", str(out)], obj={"debug": False})
+            assert r.exit_code == 2 and (out / "cortex-m4" / "keep").read_text() == "x", r.output
+            (out / "cortex-m4" / "keep").unlink()
+            (out / "cortex-m4").rmdir()
