@@ -247,11 +247,7 @@ def build(
     The output is checked first: OUT must be a writable folder (or creatable), and
     OUT/<target> absent or a bundle edgeslim wrote; otherwise OutputError before any work.
     """
-    from edgeslim.io.outputs import check_output_folder, check_replaceable
-
-    out = check_output_folder(out)
-    bundle_name = _safe_dir_name(str(target))
-    check_replaceable(out / bundle_name)
+    out = check_output_location(out, target)
 
     from edgeslim import convert, evaluate, targets
     from edgeslim._tf import keras, tf
@@ -727,6 +723,17 @@ def check_backend(tgt, backend: str, target: str) -> None:
         )
 
 
+def check_output_location(out, target: str) -> Path:
+    """Where a build writes, checked before any work (and again before the bundle moves in):
+    OUT a writable folder (or creatable), OUT/<target> absent or a bundle edgeslim wrote;
+    otherwise OutputError. Returns OUT as a Path."""
+    from edgeslim.io.outputs import check_output_folder, check_replaceable
+
+    out = check_output_folder(out)
+    check_replaceable(out / _safe_dir_name(str(target)))
+    return out
+
+
 def check_front_end(tgt, front_end: dict | None) -> None:
     """A front end is stated for the web page only, and must be one the page implements."""
     if front_end is None:
@@ -750,12 +757,11 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
     C library's figures (``--backend c``) and, with ``timings``, the wall times; it is written as
     report.json and report.md. ``reference``: (x, y) test samples a bundle may ship to check
     itself on the device (the web page). Returns the bundle's folder."""
-    from edgeslim.io.outputs import check_output_folder, check_replaceable
+    from edgeslim.io.outputs import check_replaceable
     from edgeslim.report import render_markdown
 
     bundle_name = _safe_dir_name(str(target))
-    out = check_output_folder(out)
-    check_replaceable(out / bundle_name)  # again: the folder may have appeared during the build
+    out = check_output_location(out, target)  # again: the folder may have appeared during the build
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", dir=out))
     try:
@@ -786,7 +792,7 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
             if timings is not None:
                 timings["codegen"] = time.monotonic() - t
         if timings is not None:
-            report["timings_s"] = {**timings, "total": time.monotonic() - (t_start or time.monotonic())}
+            report["timings_s"] = {**timings, "total": time.monotonic() - t_start}
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
         from edgeslim.bundle.manifest import write_manifest

@@ -105,14 +105,6 @@ class _ModelShapes:
         self.outputs = [_TensorShape(pre.output_shape)]
 
 
-def _score(task, pred, y) -> float:
-    from edgeslim.io.dataset import CLASSIFICATION
-
-    if task == CLASSIFICATION:
-        return float(np.mean(np.argmax(pred, axis=-1) == np.asarray(y).reshape(-1)))
-    return float(np.mean((np.asarray(pred, np.float64) - y) ** 2))
-
-
 _UNSEEN = "edgeslim did not train this model and cannot tell which samples it saw"
 
 
@@ -171,17 +163,16 @@ def build_prebuilt(
     before anything is written."""
     from edgeslim import evaluate, targets
     from edgeslim.io.data import check_data_fits_model
+    from edgeslim.io.dataset import score
     from edgeslim.io.dataset import CLASSIFICATION
     from edgeslim.pipeline import BuildResult, Progress, check_backend, check_front_end, write_bundle
 
     progress = progress or Progress()
     t_start = time.monotonic()
     timings: dict[str, float] = {}
-    from edgeslim.io.outputs import check_output_folder, check_replaceable
-    from edgeslim.pipeline import _safe_dir_name
+    from edgeslim.pipeline import check_output_location
 
-    out = check_output_folder(out)  # before any work: a bad -o fails at once
-    check_replaceable(out / _safe_dir_name(str(target)))
+    out = check_output_location(out, target)  # before any work: a bad -o fails at once
     tgt = targets.load_target(target, ram=ram, flash=flash)
     check_backend(tgt, backend, target)
     check_front_end(tgt, front_end)
@@ -229,13 +220,13 @@ def build_prebuilt(
         x, y = x_eval, y_eval
         progress.stage("evaluate", f"the model on {len(x)} samples (LiteRT)")
         pred = evaluate.run_litert(pre.model_bytes, x)
-        metric.update(measured=True, name=ds.metric_name, int8=_score(ds.task, pred, y),
+        metric.update(measured=True, name=ds.metric_name, int8=score(ds.task, pred, y),
                       higher_is_better=ds.higher_is_better, evaluated_on=where, samples=int(len(x)),
                       note=None)
         if tgt.kind == "mcu":
             progress.stage("evaluate", "the model on the same samples (TFLite Micro reference kernels)")
             micro_pred = evaluate.run_micro(pre.model_bytes, x)
-            metric["int8_tflm"] = _score(ds.task, micro_pred, y)
+            metric["int8_tflm"] = score(ds.task, micro_pred, y)
             if ds.task == CLASSIFICATION:
                 metric["tflm_litert_top1_agreement"] = float(np.mean(
                     np.argmax(micro_pred, -1) == np.argmax(pred, -1)))

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeslim._tf import keras, tf
-from edgeslim.io.dataset import CLASSIFICATION, Dataset
+from edgeslim.io.dataset import CLASSIFICATION, Dataset, score
 
 
 @dataclass
@@ -109,9 +109,7 @@ class StageContext:
 
     def score(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
         """The task metric for predictions: top-1 accuracy or MSE."""
-        if self.data.task == CLASSIFICATION:
-            return float(np.mean(np.argmax(y_pred, axis=-1) == np.asarray(y_true).reshape(-1)))
-        return float(np.mean((np.asarray(y_pred, np.float64) - y_true) ** 2))
+        return score(self.data.task, y_pred, y_true)
 
     def evaluate(self, model, split: str = "val") -> float:
         x = getattr(self.data, f"x_{split}")

@@ -56,3 +56,10 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+
+def score(task: str, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    """The task metric of predictions: top-1 accuracy (classification) or MSE."""
+    if task == CLASSIFICATION:
+        return float(np.mean(np.argmax(y_pred, axis=-1) == np.asarray(y_true).reshape(-1)))
+    return float(np.mean((np.asarray(y_pred, np.float64) - y_true) ** 2))

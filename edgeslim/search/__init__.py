@@ -107,14 +107,13 @@ def search(
     from edgeslim.search.figures import check_budgets_apply
     from edgeslim.search.progress import SearchProgress
 
-    from edgeslim.io.outputs import check_output_folder, check_replaceable
-    from edgeslim.pipeline import _safe_dir_name, check_backend
+    from edgeslim.io.outputs import check_replaceable
+    from edgeslim.pipeline import _safe_dir_name, check_backend, check_output_location
 
     t_start = time.monotonic()
     # The output first, as the build does: a bad -o fails before any work, and only folders
     # edgeslim wrote may be replaced (the bundle, and the Pareto set's out/search/).
-    out = check_output_folder(out)
-    check_replaceable(out / _safe_dir_name(str(target)))
+    out = check_output_location(out, target)
     if write_pareto_set:
         _check_pareto_replaceable(out / "search")
     tgt = targets.load_target(target)

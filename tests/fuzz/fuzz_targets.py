@@ -13,8 +13,8 @@ tests/fuzz/crashers/.
 - ``board``: the bytes as a board profile (``targets.load_target``; it may inherit the
   shipped profiles): only ``TargetError``; a profile that loads describes itself as JSON.
 - ``tflite``: the bytes as a .tflite model through what ``edgeslim check`` runs without
-  TFLite Micro (``targets.read_model`` and ``targets.check_model(..., measure=False)``
-  for a microcontroller and a Linux profile): only ``TargetError``.
+  TFLite Micro (``targets.check_model(..., measure=False)``, which reads it with
+  ``targets.read_model`` first, for a microcontroller and a Linux profile): only ``TargetError``.
 """
 
 from __future__ import annotations
@@ -211,8 +211,7 @@ class TfliteTarget(Target):
         self.profiles = [targets.load_target("cortex-m4"), targets.load_target("rpi4")]
 
     def __call__(self, data: bytes) -> None:
-        try:
-            self.targets.read_model(data)
+        try:  # check_model reads the model first (read_model), then checks it
             for t in self.profiles:
                 self.targets.check_model(data, t, measure=False)
         except self.error:
