@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.codegen import memplan
-from edgeslim.codegen.graph import Graph, read_graph
+from edgeslim.modelgraph import Graph, read as read_graph
 from edgeslim.codegen.lowering import SUPPORTED, Step, lower
 from edgeslim.errors import CodegenError
 
@@ -41,7 +41,7 @@ _C_KEYWORDS = {
 class OpInfo:
     index: int
     op: str
-    layer: str  # the output tensor's name, which carries the Keras layer name
+    layer: str  # the Keras layer (modelgraph's rule), else the output tensor's name
     function: str  # the C function called ("" for an aliasing RESHAPE)
     macs: int
     packed_weights: bool = False  # 4-bit indices into per-channel tables
