@@ -138,6 +138,14 @@ def _tensor_row(graph: Graph, i: int) -> dict:
             "constant": t.constant, "bytes": t.nbytes}
 
 
+def _parameter_tensors(graph: Graph, op: Operator) -> list[int]:
+    """The weights and bias of a conv / depthwise / fully-connected op (what Keras counts as
+    the layer's parameters); other ops' constants (axes, shapes, paddings) are not."""
+    if op.opcode not in modelgraph.WEIGHT_OPS:
+        return []
+    return [i for pos, i in enumerate(op.inputs) if pos > 0 and i >= 0 and graph.tensors[i].constant]
+
+
 def _op_row(graph: Graph, op: Operator) -> dict:
     from edgeslim.tflite_inspect import weight_info
 
@@ -151,7 +159,7 @@ def _op_row(graph: Graph, op: Operator) -> dict:
         "constants": [_tensor_row(graph, t.index) for t in consts],
         "params": _options(op),
         "weight_bytes": int(sum(t.nbytes for t in consts)),
-        "parameters": int(sum(t.size for t in consts)),
+        "parameters": int(sum(graph.tensors[i].size for i in _parameter_tensors(graph, op))),
         "macs": modelgraph.op_macs(graph, op),
         "sparsity": None,
         "unique_per_channel_max": None,
@@ -221,10 +229,11 @@ def _weight_sizes(graph: Graph) -> list[dict]:
 
 def _totals(graph: Graph, ops: list[dict]) -> dict:
     consts = {t for op in graph.operators for t in op.present_inputs if graph.tensors[t].constant}
+    params = {t for op in graph.operators for t in _parameter_tensors(graph, op)}
     return {
         "ops": len(ops),
         "macs": int(sum(r["macs"] for r in ops)),
-        "parameters": int(sum(graph.tensors[t].size for t in consts)),
+        "parameters": int(sum(graph.tensors[t].size for t in params)),
         "weight_bytes": int(sum(graph.tensors[t].nbytes for t in consts)),
         "op_counts": dict(Counter(op.opcode for op in graph.operators)),
     }

@@ -360,7 +360,7 @@ def read(model_bytes: bytes, layer_names: Iterable[str] | None = None) -> Graph:
     data = bytes(model_bytes)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelFormatError(
-            f"these {len(data)} bytes are not a TFLite model (no 'TFL3' flatbuffer identifier)",
+            f"these {len(data)} bytes are not a TFLite model (.tflite): no 'TFL3' flatbuffer identifier",
             hint=_HINT_NOT_TFLITE)
     schema = _schema()
     try:

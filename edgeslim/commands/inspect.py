@@ -26,7 +26,7 @@ import click
 def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_arena):
     """Per-op shapes, parameters, MACs, sparsity; memory (activation peak, TFLite Micro arena,
     C backend plan); size (gzip, entropy-coded weights); target fit."""
-    from edgeslim.errors import ModelLoadError
+    from edgeslim.errors import ModelFormatError, ModelLoadError
     from edgeslim.inspection import inspect_model, to_markdown, to_text
     from edgeslim.io.outputs import check_output_file, write_text_atomic
 
@@ -43,7 +43,10 @@ def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_ar
         from edgeslim.targets import load_target
 
         target = load_target(target_spec, ram=ram, flash=flash)
-    result = inspect_model(model.read_bytes(), target=target, measure_arena=not no_arena)
+    try:
+        result = inspect_model(model.read_bytes(), target=target, measure_arena=not no_arena)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{model}: {exc.message}", hint=exc.hint) from None
     click.echo(to_text(result), nl=False)
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
