@@ -21,6 +21,7 @@ from edgeslim.errors import EdgeslimError
 COMMANDS = {
     "build": "build",
     "check": "check",
+    "inspect": "inspect",
     "targets": "targets",
     "flash": "flash",
     "distill": "distill",

@@ -104,7 +104,7 @@ def to_int8_tflite(
 
         info = inspect_tflite(data)
         if info.float_ops:
-            names = ", ".join(f"{op.op} (layer {op.layer or '?'})" for op in info.float_ops)
+            names = ", ".join(f"{op.opcode} (layer {op.layer or '?'})" for op in info.float_ops)
             raise ConversionError(
                 f"these ops stayed float after int8 conversion: {names}",
                 "Replace those layers with int8-capable ones, or pass "

@@ -27,6 +27,12 @@ class ModelLoadError(EdgeslimError):
     """The model file is missing, corrupt, unsafe, or has a layer we cannot map."""
 
 
+class ModelFormatError(ModelLoadError):
+    """The bytes are not a readable TFLite model: not a .tflite at all, or a corrupt or
+    hand-edited one (an index out of range, a buffer of the wrong size). Raised by the one
+    reader, edgeslim.modelgraph, for every module that reads a .tflite."""
+
+
 class DataError(EdgeslimError):
     """The data set is missing, malformed, or does not fit the model."""
 

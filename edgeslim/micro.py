@@ -249,10 +249,9 @@ def _child_interpreter(model_bytes: bytes, arena: int):
 
 
 def _n_inputs(model_bytes: bytes) -> int:
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+    from edgeslim import modelgraph
 
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
-    return model.Subgraphs(0).InputsLength()
+    return len(modelgraph.read(model_bytes).inputs)
 
 
 def _child_probe(model_path: str) -> int:

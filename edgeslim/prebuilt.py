@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.errors import DataError, ModelLoadError, TargetError
+from edgeslim.errors import DataError, ModelFormatError, ModelLoadError, TargetError
+from edgeslim.modelgraph import BRIDGE_OPS  # ops that only convert float <-> integer at the edges
 
-#: Ops that only convert between float and integer at the model's edges.
-BRIDGE_OPS = ("QUANTIZE", "DEQUANTIZE")
 _FLOAT_TYPES = ("float32", "float16", "float64")
 
 
@@ -51,7 +50,7 @@ class Prebuilt:
 
 def read_prebuilt(path) -> Prebuilt:
     """Read and classify ``path``; a ModelLoadError for a missing, foreign or float model."""
-    from edgeslim.targets import read_model
+    from edgeslim import modelgraph
 
     path = Path(path)
     if not path.is_file():
@@ -59,35 +58,36 @@ def read_prebuilt(path) -> Prebuilt:
                              hint="Give the path of an int8 .tflite file.")
     data = path.read_bytes()
     try:
-        info = read_model(data)
-    except TargetError as exc:
-        raise ModelLoadError(f"{path}: {exc.message}", hint=exc.hint) from None
+        info = modelgraph.read(data)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc.message}", hint=exc.hint) from None
     if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ModelLoadError(
             f"{path} has {len(info.inputs)} inputs and {len(info.outputs)} outputs; edgeslim's "
             "bundles and data sets take models with one input and one output",
             hint="Export the model with its inputs and outputs merged into one tensor each.")
-    float_ops = [o for o in info.ops
-                 if o.op not in BRIDGE_OPS and any(t in _FLOAT_TYPES for t in o.input_types + o.output_types)]
+    float_ops = [o for o in info.operators if o.opcode not in BRIDGE_OPS
+                 and any(t.lower() in _FLOAT_TYPES for t in o.input_dtypes + o.output_dtypes)]
     if float_ops:
         o = float_ops[0]
         kind = ("dynamic-range quantized (int8 weights, float activations)"
-                if any(t.type == "int8" and t.constant for t in info.tensors) else "float")
+                if any(t.dtype == "INT8" and t.constant for t in info.tensors) else "float")
         raise ModelLoadError(
             f"{path} is a {kind} model: {len(float_ops)} op(s) compute in float, the first "
-            f"{o.op}{f' from layer {o.layer!r}' if o.layer else ''}. A .tflite cannot be "
+            f"{o.opcode}{f' from layer {o.layer!r}' if o.layer else ''}. A .tflite cannot be "
             "re-quantized to int8 from the file alone (it holds no calibration data)",
             hint="Give edgeslim the Keras model (.keras/.h5) or SavedModel instead: it converts it to "
                  "a fully-integer model with your data. Or convert it yourself with full-integer "
                  "quantization (a representative dataset) and pass that .tflite.")
-    if not any(o.op not in BRIDGE_OPS for o in info.ops):
+    if not any(o.opcode not in BRIDGE_OPS for o in info.operators):
         raise ModelLoadError(f"{path} holds no computing op (only {', '.join(info.op_names) or 'nothing'})",
                              hint="Give the model's .tflite as the converter wrote it.")
-    bridges = tuple(f"{o.op}{f' ({o.layer})' if o.layer else ''}" for o in info.ops
-                    if o.op in BRIDGE_OPS and any(t in _FLOAT_TYPES for t in o.input_types + o.output_types))
-    i, o = info.inputs[0], info.outputs[0]
+    bridges = tuple(f"{o.opcode}{f' ({o.layer})' if o.layer else ''}" for o in info.operators
+                    if o.opcode in BRIDGE_OPS
+                    and any(t.lower() in _FLOAT_TYPES for t in o.input_dtypes + o.output_dtypes))
+    i, o = info.input_tensors[0], info.output_tensors[0]
     return Prebuilt(path=path, model_bytes=data, sha256=hashlib.sha256(data).hexdigest(),
-                    input_type=i.type, output_type=o.type, input_shape=tuple(i.shape),
+                    input_type=i.dtype.lower(), output_type=o.dtype.lower(), input_shape=tuple(i.shape),
                     output_shape=tuple(o.shape), bridge_ops=bridges)
 
 

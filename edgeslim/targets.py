@@ -31,7 +31,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from edgeslim import schema
+from edgeslim import modelgraph, schema
+from edgeslim.modelgraph import Graph, Operator, Tensor
 from edgeslim.errors import TargetError
 from edgeslim.recipe import STAGES as _recipe_stages
 from edgeslim.resources import targets_dir
@@ -566,165 +567,9 @@ def _rename(t: Target, name: str) -> Target:
 # --------------------------------------------------------------------------- the model
 
 
-@dataclass(frozen=True)
-class OpInfo:
-    index: int
-    op: str  # builtin name, e.g. "CONV_2D" (custom ops: "CUSTOM:<name>")
-    outputs: tuple[str, ...]
-    inputs: tuple[str, ...]
-    input_types: tuple[str, ...]
-    output_types: tuple[str, ...]
-    activation: str | None
-
-    @property
-    def layer(self) -> str | None:
-        """The Keras layer the op came from, read from its tensor names
-        ("sequential/dw1/depthwise" -> "dw1")."""
-        return keras_layer_of(self.outputs + self.inputs)
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    type: str
-    shape: tuple[int, ...]
-    scales: tuple[float, ...]
-    zero_points: tuple[int, ...] = ()
-    constant: bool = False  # holds data in the file (weights, biases), not an activation
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    ops: tuple[OpInfo, ...]
-    tensors: tuple[TensorInfo, ...]
-    size_bytes: int
-    input_indices: tuple[int, ...] = ()
-    output_indices: tuple[int, ...] = ()
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return [self.tensors[i] for i in self.input_indices]
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return [self.tensors[i] for i in self.output_indices]
-
-    @property
-    def op_names(self) -> list[str]:
-        """The distinct ops, in order of first use."""
-        seen: dict[str, None] = {}
-        for o in self.ops:
-            seen.setdefault(o.op, None)
-        return list(seen)
-
-
-_GENERIC_PARTS = {"serving_default", "StatefulPartitionedCall", "PartitionedCall", "arith.constant", "tfl"}
-
-
-def keras_layer_of(names) -> str | None:
-    for full in names:
-        for piece in full.split(";"):
-            parts = [p for p in piece.split("/") if p]
-            if len(parts) >= 3 and not parts[0].startswith(tuple(_GENERIC_PARTS)):
-                return parts[1]
-    for full in names:
-        for piece in full.split(";"):
-            parts = [p for p in piece.split("/") if p]
-            if len(parts) == 2 and not parts[0].startswith(tuple(_GENERIC_PARTS)):
-                return parts[1]
-    return None
-
-
-def _has_data(model, tensor) -> bool:
-    buf = tensor.buffer
-    if buf is None or buf <= 0 or buf >= len(model.buffers or []):
-        return False
-    b = model.buffers[buf]
-    return (b.data is not None and len(b.data) > 0) or bool(getattr(b, "offset", 0))
-
-
-def _decode_name(name, index: int) -> str:
-    if name is None:
-        return f"#{index}"
-    return name.decode("utf-8", errors="replace") if isinstance(name, bytes) else str(name)
-
-
-def read_model(model_bytes: bytes) -> ModelInfo:
-    """Ops and tensors of a .tflite flatbuffer (main subgraph), without TensorFlow."""
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    if len(model_bytes) < 8 or model_bytes[4:8] != b"TFL3":
-        raise TargetError("the model is not a TFLite flatbuffer (no TFL3 identifier)",
-                          hint="Pass the .tflite file produced by `edgeslim build` or TFLiteConverter.")
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    except Exception as exc:  # flatbuffers raises assorted errors on corrupt input
-        raise TargetError(f"the .tflite model cannot be parsed: {exc}",
-                          hint="The file is corrupt or truncated; convert the model again.") from exc
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    act_names = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
-    if not model.subgraphs:
-        raise TargetError("the .tflite model has no subgraph", hint="Convert the model again.")
-    sg = model.subgraphs[0]
-    n_buffers = len(model.buffers or [])
-    for i, t in enumerate(sg.tensors or []):
-        if t.buffer is not None and not 0 <= t.buffer < max(n_buffers, 1):
-            raise TargetError(
-                f"tensor {_decode_name(t.name, i)!r} points at buffer {t.buffer}, but the model "
-                f"has {n_buffers} buffers",
-                hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
-    tensors = []
-    for t in sg.tensors or []:
-        q = t.quantization
-        scales = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
-        zps = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
-        tensors.append(TensorInfo(
-            name=_decode_name(t.name, len(tensors)),
-            type=type_names.get(t.type, str(t.type)),
-            shape=tuple(int(x) for x in (t.shape if t.shape is not None else ())),
-            scales=scales,
-            zero_points=zps,
-            constant=_has_data(model, t),
-        ))
-    ops = []
-    n_codes = len(model.operatorCodes or [])
-    for i, op in enumerate(sg.operators or []):
-        if not 0 <= op.opcodeIndex < n_codes:
-            raise TargetError(f"operator {i} uses opcode {op.opcodeIndex}, but the model has {n_codes} "
-                              "operator codes",
-                              hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
-        for j in list(op.inputs if op.inputs is not None else []) + list(op.outputs if op.outputs is not None else []):
-            if not -1 <= int(j) < len(tensors):
-                raise TargetError(f"operator {i} refers to tensor {int(j)}, but the model has {len(tensors)} tensors",
-                                  hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = op_names.get(builtin, str(builtin))
-        if name == "CUSTOM":
-            cc = code.customCode
-            name = "CUSTOM:" + (cc.decode() if isinstance(cc, bytes) else str(cc))
-        ins = [int(x) for x in (op.inputs if op.inputs is not None else []) if x >= 0]
-        outs = [int(x) for x in (op.outputs if op.outputs is not None else [])]
-        act = getattr(op.builtinOptions, "fusedActivationFunction", None)
-        ops.append(OpInfo(
-            index=i, op=name,
-            outputs=tuple(tensors[j].name for j in outs),
-            inputs=tuple(tensors[j].name for j in ins),
-            input_types=tuple(tensors[j].type for j in ins),
-            output_types=tuple(tensors[j].type for j in outs),
-            activation=act_names.get(act) if act is not None else None,
-        ))
-    for what, idx in (("input", sg.inputs), ("output", sg.outputs)):
-        for j in (idx if idx is not None else []):
-            if not 0 <= int(j) < len(tensors):
-                raise TargetError(f"the model's {what} is tensor {int(j)}, but the model has {len(tensors)} tensors",
-                                  hint="The .tflite file is corrupt or was edited by hand; convert the model again.")
-    return ModelInfo(
-        ops=tuple(ops), tensors=tuple(tensors), size_bytes=len(model_bytes),
-        input_indices=tuple(int(i) for i in (sg.inputs if sg.inputs is not None else [])),
-        output_indices=tuple(int(i) for i in (sg.outputs if sg.outputs is not None else [])),
-    )
+# The model is read by edgeslim.modelgraph (the one verified .tflite reader); read_model
+# is kept as the name the checks, the bundles and `build model.tflite` call it by.
+read_model = modelgraph.read
 
 
 # --------------------------------------------------------------------------- checks
@@ -807,8 +652,8 @@ _ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 3
                      "int4": (-8, 7)}
 
 
-def _tensor_error(t: TensorInfo, what: str) -> TargetError:
-    layer = keras_layer_of([t.name])
+def _tensor_error(t: Tensor, what: str) -> TargetError:
+    layer = modelgraph.layer_of(t.name)
     where = f" (layer {layer!r})" if layer else ""
     return TargetError(
         f"tensor {t.name!r}{where} {what}",
@@ -816,28 +661,28 @@ def _tensor_error(t: TensorInfo, what: str) -> TargetError:
              "Convert the model again from the Keras model.")
 
 
-def check_quantization(info: ModelInfo) -> None:
+def check_quantization(info: Graph) -> None:
     """Refuse quantization parameters no runtime can use: a NaN, infinite or negative scale
     (NaN passes every ``<`` comparison, so it is tested for explicitly), a zero point outside
     the range of the tensor's type (int8: -128..127), or scale and zero-point lists of
     different lengths."""
     for t in info.tensors:
-        bad = [s for s in t.scales if not math.isfinite(s) or s < 0]
+        bad = [float(s) for s in t.scales if not math.isfinite(s) or s < 0]
         if bad:
             raise _tensor_error(t, f"has the quantization scale {bad[0]!r} "
                                    "(a scale must be a finite number above zero)")
-        if t.scales and t.zero_points and len(t.zero_points) not in (1, len(t.scales)):
+        if t.scales.size and t.zero_points.size and t.zero_points.size not in (1, t.scales.size):
             raise _tensor_error(t, f"has {len(t.scales)} quantization scales but "
                                    f"{len(t.zero_points)} zero points")
-        lo_hi = _ZERO_POINT_RANGE.get(t.type)
-        if lo_hi and t.scales:
-            out = [z for z in t.zero_points if not lo_hi[0] <= z <= lo_hi[1]]
+        lo_hi = _ZERO_POINT_RANGE.get(t.dtype.lower())
+        if lo_hi and t.scales.size:
+            out = [int(z) for z in t.zero_points if not lo_hi[0] <= z <= lo_hi[1]]
             if out:
-                raise _tensor_error(t, f"has the zero point {out[0]} outside the {t.type} range "
+                raise _tensor_error(t, f"has the zero point {out[0]} outside the {t.dtype.lower()} range "
                                        f"{lo_hi[0]}..{lo_hi[1]}")
 
 
-def check_scales(info: ModelInfo, min_scale: float = 1e-6) -> None:
+def check_scales(info: Graph, min_scale: float = 1e-6) -> None:
     """Refuse degenerate activation scales (TFLM's int8 SOFTMAX aborts on ~1e-8).
 
     Weight tensors are left alone: a per-channel weight scale of ~1e-9 is what the
@@ -846,11 +691,11 @@ def check_scales(info: ModelInfo, min_scale: float = 1e-6) -> None:
     QuantizeMultiplier)."""
     check_quantization(info)
     for t in info.tensors:
-        if t.type not in ("int8", "uint8", "int16") or not t.scales or t.constant:
+        if t.dtype not in ("INT8", "UINT8", "INT16") or not t.scales.size or t.constant:
             continue
-        smallest = min(t.scales)
+        smallest = float(t.scales.min())
         if smallest < min_scale:
-            layer = keras_layer_of([t.name])
+            layer = modelgraph.layer_of(t.name)
             where = f" (layer {layer!r})" if layer else ""
             raise TargetError(
                 f"tensor {t.name!r}{where} has a degenerate quantization scale {smallest:.3g} "
@@ -869,34 +714,34 @@ def check_model(model_bytes: bytes, target: Target, *, measure: bool = True) -> 
     info = read_model(model_bytes)
     check_scales(info, target.min_scale)
     counts: dict[str, int] = {}
-    for o in info.ops:
-        counts[o.op] = counts.get(o.op, 0) + 1
+    for o in info.operators:
+        counts[o.opcode] = counts.get(o.opcode, 0) + 1
     result = CheckResult(target=target.profile, kind=target.kind, ops=info.op_names,
                          op_counts=counts, model_bytes=len(model_bytes))
 
-    missing: dict[str, OpInfo] = {}
-    for o in info.ops:
-        if o.op not in target.ops and o.op not in missing:
-            missing[o.op] = o
+    missing: dict[str, Operator] = {}
+    for o in info.operators:
+        if o.opcode not in target.ops and o.opcode not in missing:
+            missing[o.opcode] = o
     if missing:
         parts = []
         for name, o in missing.items():
             layer = o.layer
             parts.append(f"{name} (from layer {layer!r})" if layer else
-                         f"{name} (tensor {o.outputs[0]!r})" if o.outputs else f"{name} (operator {o.index})")
+                         f"{name} (tensor {info.tensors[o.outputs[0]].name!r})" if o.outputs else f"{name} (operator {o.index})")
         first = next(iter(missing))
         raise TargetError(
             f"the model uses {'an op' if len(missing) == 1 else 'ops'} that {target.runtime} on "
             f"{target.profile} does not have: {', '.join(parts)}",
             hint=_op_hint(first, target),
         )
-    for o in info.ops:
-        bad = [t for t in o.input_types + o.output_types if t not in target.tensor_types]
+    for o in info.operators:
+        bad = [t.lower() for t in o.input_dtypes + o.output_dtypes if t.lower() not in target.tensor_types]
         # QUANTIZE/DEQUANTIZE only bridge types; the float op between them is the fault.
-        if bad and o.op not in ("QUANTIZE", "DEQUANTIZE"):
+        if bad and o.opcode not in modelgraph.BRIDGE_OPS:
             layer = o.layer
             raise TargetError(
-                f"{o.op} from layer {layer!r} runs on {bad[0]} tensors; {target.profile} takes "
+                f"{o.opcode} from layer {layer!r} runs on {bad[0]} tensors; {target.profile} takes "
                 f"{', '.join(sorted(target.tensor_types))} only (fully-integer models)",
                 hint="Convert without float fallback (recipe: allow_float_fallback = false) and "
                      "replace the layer the int8 converter left in float, or choose a Linux target "
@@ -904,7 +749,7 @@ def check_model(model_bytes: bytes, target: Target, *, measure: bool = True) -> 
             )
         if o.activation is not None and o.activation not in target.fused_activations:
             raise TargetError(
-                f"{o.op} from layer {o.layer!r} has fused activation {o.activation}, which "
+                f"{o.opcode} from layer {o.layer!r} has fused activation {o.activation}, which "
                 f"{target.runtime} does not implement for this target",
                 hint=f"Use one of {', '.join(sorted(target.fused_activations))} as the layer's activation.",
             )

@@ -4,8 +4,8 @@ Sparsity and unique-values counts are measured here, on the converted file, not
 on the Keras model: BatchNorm folding, per-channel int8 rounding and QAT can all
 change them, and what the report claims must be what the device gets.
 
-The file is read with the flatbuffer schema bindings that ship with TensorFlow
-(``tensorflow.lite.python.schema_py_generated``), no hand-written parser.
+The file is read by edgeslim.modelgraph (the one verified reader; no TensorFlow):
+ops, their Keras layers and the weights as stored come from there.
 
 Weight layouts in TFLite (output-channel axis in brackets):
 conv ``[O], H, W, I``; depthwise ``1, H, W, [C*M]``; fully connected ``[O], I``.
@@ -19,53 +19,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgeslim.errors import ConversionError
+from edgeslim import modelgraph
+from edgeslim.modelgraph import BRIDGE_OPS, WEIGHT_OPS, Operator
 
-# op name -> (index of the weight input, output-channel axis of that weight)
-WEIGHT_OPS: dict[str, tuple[int, int]] = {
-    "CONV_2D": (1, 0),
-    "DEPTHWISE_CONV_2D": (1, -1),
-    "FULLY_CONNECTED": (1, 0),
-    "TRANSPOSE_CONV": (1, 0),
-    "CONV_3D": (1, -1),
-}
-NOT_COMPUTE = frozenset({"QUANTIZE", "DEQUANTIZE"})
-
-_NUMPY_TYPES = {
-    "FLOAT32": np.float32,
-    "FLOAT16": np.float16,
-    "FLOAT64": np.float64,
-    "INT8": np.int8,
-    "UINT8": np.uint8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "BOOL": np.bool_,
-}
-
-
-@dataclass
-class OpInfo:
-    index: int
-    op: str  # builtin name, e.g. "CONV_2D"; custom ops: "CUSTOM:<code>"
-    layer: str | None  # best-effort Keras layer name
-    inputs: list[int]
-    outputs: list[int]
-    input_dtypes: list[str]
-    output_dtypes: list[str]
-    subgraph: int = 0
-
-    def to_dict(self) -> dict:
-        return {
-            "index": self.index,
-            "op": self.op,
-            "layer": self.layer,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-            "input_dtypes": self.input_dtypes,
-            "output_dtypes": self.output_dtypes,
-            "subgraph": self.subgraph,
-        }
+NOT_COMPUTE = BRIDGE_OPS
 
 
 @dataclass
@@ -123,7 +80,7 @@ class WeightInfo:
 
 @dataclass
 class TfliteInfo:
-    ops: list[OpInfo]
+    ops: list[Operator]  # every subgraph's, the main one first
     weights: list[WeightInfo]
     input_dtypes: list[str]
     output_dtypes: list[str]
@@ -131,15 +88,15 @@ class TfliteInfo:
 
     @property
     def op_names(self) -> list[str]:
-        return sorted({o.op for o in self.ops})
+        return sorted({o.opcode for o in self.ops})
 
     @property
-    def float_ops(self) -> list[OpInfo]:
+    def float_ops(self) -> list[Operator]:
         """Ops computing in float: not (DE)QUANTIZE and with a float32 input or output."""
         return [
             o
             for o in self.ops
-            if o.op not in NOT_COMPUTE
+            if o.opcode not in NOT_COMPUTE
             and ("FLOAT32" in o.input_dtypes or "FLOAT32" in o.output_dtypes)
         ]
 
@@ -161,7 +118,7 @@ class TfliteInfo:
             "output_dtypes": self.output_dtypes,
             "op_names": self.op_names,
             "float_ops": [
-                {"index": o.index, "op": o.op, "layer": o.layer} for o in self.float_ops
+                {"index": o.index, "op": o.opcode, "layer": o.layer} for o in self.float_ops
             ],
             "weight_sparsity": round(self.weight_sparsity, 4),
             "ops": [o.to_dict() for o in self.ops],
@@ -170,70 +127,6 @@ class TfliteInfo:
 
 
 # -- reading -------------------------------------------------------------------
-
-
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
-
-
-def _enum_names(enum_cls) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def _layer_candidates(tensor_name: str) -> list[str]:
-    """Keras layer names in a TFLite tensor name ("model/conv1/Conv2D;model/bn1/...")."""
-    out = []
-    for part in tensor_name.split(";"):
-        comps = [c for c in part.split("/") if c]
-        if len(comps) >= 2:
-            out.append(comps[1])
-    return out
-
-
-def _pick_layer(names: Iterable[str], known: set[str] | None, prefer_last: bool) -> str | None:
-    cands = list(names)
-    if prefer_last:
-        cands = cands[::-1]
-    if known:
-        for c in cands:
-            # QAT wraps layer "conv1" as "quant_conv1": report the Keras layer's own name
-            for n in (c[len("quant_"):] if c.startswith("quant_") else None, c):
-                if n and n in known:
-                    return n
-        return None
-    if not cands:
-        return None
-    c = cands[0]
-    return c[len("quant_"):] if c.startswith("quant_") else c
-
-
-def _unpack_int4(raw: np.ndarray, count: int) -> np.ndarray:
-    lo = (raw & 0x0F).astype(np.int8)
-    hi = (raw >> 4).astype(np.int8)
-    both = np.stack([lo, hi], axis=-1).reshape(-1)[:count]
-    return np.where(both > 7, both - 16, both).astype(np.int8)
-
-
-def _tensor_values(model, model_bytes: bytes, tensor, type_names) -> np.ndarray | None:
-    buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-    if buf is None:
-        return None
-    raw = buf.data
-    if (raw is None or len(raw) == 0) and getattr(buf, "offset", 0) > 1:
-        raw = np.frombuffer(model_bytes, np.uint8, count=buf.size, offset=buf.offset)
-    if raw is None or len(raw) == 0:
-        return None
-    raw = np.asarray(raw, dtype=np.uint8)
-    shape = tuple(int(s) for s in tensor.shape)
-    tname = type_names.get(tensor.type, str(tensor.type))
-    if tname == "INT4":
-        return _unpack_int4(raw, int(np.prod(shape))).reshape(shape)
-    dtype = _NUMPY_TYPES.get(tname)
-    if dtype is None:
-        return None
-    return np.frombuffer(raw.tobytes(), dtype=dtype).reshape(shape)
 
 
 def _per_channel_unique(values: np.ndarray, axis: int) -> np.ndarray:
@@ -249,117 +142,33 @@ def _blocks_2of4(zeros: np.ndarray, op: str) -> float | None:
 
 
 def inspect_tflite(model_bytes: bytes, layer_names: Iterable[str] | None = None) -> TfliteInfo:
-    """Read a .tflite flatbuffer. ``layer_names``: the Keras layer names, to match ops to."""
-    schema = _schema()
-    data = bytes(model_bytes)
-    try:
-        if not schema.Model.ModelBufferHasIdentifier(data, 0):
-            raise ValueError("no TFL3 identifier")
-        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except Exception as exc:  # the flatbuffer runtime raises assorted errors
-        raise ConversionError(
-            f"these {len(data)} bytes are not a TFLite model ({exc})",
-            hint="Pass the bytes of a .tflite file written by the TFLite converter.",
-        ) from None
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    known = set(layer_names) if layer_names is not None else None
-
-    ops: list[OpInfo] = []
+    """What a .tflite holds. ``layer_names``: the Keras layer names, to match ops to.
+    Raises ModelFormatError for bytes that are not a readable TFLite model."""
+    graph = modelgraph.read(model_bytes, layer_names)
     weights: list[WeightInfo] = []
-    for sg_index, sg in enumerate(model.subgraphs or []):
-        tensors = sg.tensors or []
-        producers = {}
-        for op_index, op in enumerate(sg.operators or []):
-            for t in op.outputs if op.outputs is not None else []:
-                producers[int(t)] = op_index
-
-        def tname(i: int) -> str:
-            n = tensors[i].name
-            return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n or "")
-
-        def dtypes(indices) -> list[str]:
-            return [type_names.get(tensors[i].type, str(tensors[i].type)) for i in indices]
-
-        for op_index, op in enumerate(sg.operators or []):
-            oc = model.operatorCodes[op.opcodeIndex]
-            code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-            name = op_names.get(code, f"BUILTIN_{code}")
-            if name == "CUSTOM":
-                custom = oc.customCode
-                name = "CUSTOM:" + (
-                    custom.decode() if isinstance(custom, bytes) else str(custom or "")
-                )
-            inputs = [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0]
-            outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
-
-            weight_tensor = None
-            if name in WEIGHT_OPS and len(inputs) > WEIGHT_OPS[name][0]:
-                weight_tensor = int(op.inputs[WEIGHT_OPS[name][0]])
-                # fp16 / dynamic weights: the constant feeds a DEQUANTIZE op
-                if _tensor_values(model, data, tensors[weight_tensor], type_names) is None:
-                    p = producers.get(weight_tensor)
-                    if p is not None and sg.operators[p].inputs is not None:
-                        weight_tensor = int(sg.operators[p].inputs[0])
-
-            name_sources = []
-            if weight_tensor is not None:
-                name_sources.append((_layer_candidates(tname(weight_tensor)), False))
-            for t in outputs:
-                name_sources.append((_layer_candidates(tname(t)), True))
-            layer = None
-            for cands, last in name_sources:
-                layer = _pick_layer(cands, known, prefer_last=last)
-                if layer:
-                    break
-
-            ops.append(
-                OpInfo(
-                    index=op_index,
-                    op=name,
-                    layer=layer,
-                    inputs=inputs,
-                    outputs=outputs,
-                    input_dtypes=dtypes(inputs),
-                    output_dtypes=dtypes(outputs),
-                    subgraph=sg_index,
-                )
-            )
-            if weight_tensor is None:
+    for sg in graph.subgraphs:
+        for op in sg.operators:
+            w = modelgraph.weight_tensor(sg, op)
+            if w is None or w.data is None or w.data.ndim == 0:
                 continue
-            t = tensors[weight_tensor]
-            values = _tensor_values(model, data, t, type_names)
-            if values is None or values.ndim == 0:
-                continue
-            weights.append(
-                _weight_info(name, op_index, layer, weight_tensor, tname(weight_tensor), t,
-                             values, type_names)
-            )
-
-    main = model.subgraphs[0] if model.subgraphs else None
-
-    def io_types(indices) -> list[str]:
-        if main is None or indices is None:
-            return []
-        return [type_names.get(main.tensors[i].type, "?") for i in indices]
-
+            weights.append(weight_info(op, w))
     return TfliteInfo(
-        ops=ops,
+        ops=graph.all_operators(),
         weights=weights,
-        input_dtypes=io_types(main.inputs if main else None),
-        output_dtypes=io_types(main.outputs if main else None),
-        size_bytes=len(data),
+        input_dtypes=[t.dtype for t in graph.input_tensors],
+        output_dtypes=[t.dtype for t in graph.output_tensors],
+        size_bytes=graph.size_bytes,
     )
 
 
-def _weight_info(op_name, op_index, layer, tensor_index, tensor_name, t, values, type_names):
-    axis = WEIGHT_OPS[op_name][1] % values.ndim
-    q = t.quantization
-    scales = [] if q is None or q.scale is None else list(np.asarray(q.scale).reshape(-1))
-    zps = [] if q is None or q.zeroPoint is None else [int(z) for z in np.asarray(q.zeroPoint)]
-    if len(scales) > 1:
+def weight_info(op: Operator, t: modelgraph.Tensor) -> WeightInfo:
+    """Sparsity, unique values per output channel and 2:4 structure of one weight tensor."""
+    values = t.data
+    axis = WEIGHT_OPS[op.opcode][1] % values.ndim
+    scales, zps = t.scales, [int(z) for z in t.zero_points]
+    if scales.size > 1:
         quant = "per-channel"
-    elif len(scales) == 1:
+    elif scales.size == 1:
         quant = "per-tensor"
     else:
         quant = "none"
@@ -370,13 +179,13 @@ def _weight_info(op_name, op_index, layer, tensor_index, tensor_name, t, values,
     else:
         zero_point = zps
     info = WeightInfo(
-        layer=layer,
-        op=op_name,
-        op_index=op_index,
-        tensor=tensor_index,
-        tensor_name=tensor_name,
+        layer=op.layer,
+        op=op.opcode,
+        op_index=op.index,
+        tensor=t.index,
+        tensor_name=t.name,
         shape=tuple(int(s) for s in values.shape),
-        dtype=type_names.get(t.type, str(t.type)),
+        dtype=t.dtype,
         channel_axis=axis,
         sparsity=0.0,
         unique_per_channel_max=0,
@@ -391,7 +200,7 @@ def _weight_info(op_name, op_index, layer, tensor_index, tensor_name, t, values,
     info.sparsity = float(zeros.mean()) if zeros.size else 0.0
     info.unique_per_channel_max = int(uniq.max()) if uniq.size else 0
     info.unique_per_channel_mean = float(uniq.mean()) if uniq.size else 0.0
-    info.blocks_2of4 = _blocks_2of4(zeros, op_name)
+    info.blocks_2of4 = _blocks_2of4(zeros, op.opcode)
     return info
 
 
@@ -441,7 +250,6 @@ def merge_targets(*target_maps: Mapping[str, Mapping[str, Any]]) -> dict[str, di
 
 
 __all__ = [
-    "OpInfo",
     "WeightInfo",
     "TfliteInfo",
     "inspect_tflite",

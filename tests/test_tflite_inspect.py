@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgeslim.errors import ConversionError
+from edgeslim.errors import ModelFormatError
 from edgeslim.tflite_inspect import inspect_tflite, merge_targets, unmet_targets
 
 SEED = 7
@@ -74,7 +74,7 @@ def converted():
 def test_ops_names_and_dtypes(converted):
     info = inspect_tflite(converted["int8"], converted["layers"])
     assert info.op_names == ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE"]
-    by_op = {o.op: o for o in info.ops}
+    by_op = {o.opcode: o for o in info.ops}
     assert by_op["CONV_2D"].layer == "conv_a"
     assert by_op["DEPTHWISE_CONV_2D"].layer == "dw_a"
     assert by_op["FULLY_CONNECTED"].layer == "fc_a"
@@ -85,9 +85,9 @@ def test_ops_names_and_dtypes(converted):
 
 def test_float_model_lists_float_ops_by_layer(converted):
     info = inspect_tflite(converted["float"])
-    assert {o.op for o in info.float_ops} == {
+    assert {o.opcode for o in info.float_ops} == {
         "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE"}
-    assert {o.layer for o in info.float_ops if o.op != "RESHAPE"} == {"conv_a", "dw_a", "fc_a"}
+    assert {o.layer for o in info.float_ops if o.opcode != "RESHAPE"} == {"conv_a", "dw_a", "fc_a"}
     w = info.weights_by_layer()
     # float weights: sparsity is exact zeros of the float values
     assert w["conv_a"].dtype == "FLOAT32" and w["conv_a"].quantization == "none"
@@ -144,6 +144,6 @@ def test_unmet_targets(converted):
 
 
 def test_not_a_tflite_file():
-    with pytest.raises(ConversionError, match="not a TFLite model") as err:
+    with pytest.raises(ModelFormatError, match="not a TFLite model") as err:
         inspect_tflite(b"PK\x03\x04 definitely a zip")
     assert err.value.hint

@@ -121,3 +121,22 @@ def with_scale(model_bytes: bytes, tensor_name_part: str, scale: float) -> tuple
 @pytest.fixture(scope="session")
 def scale_patcher():
     return with_scale
+
+
+@pytest.fixture(scope="session")
+def macs_model():
+    """9x9x3 -> conv 4 filters 3x3 stride 2 SAME (5x5x4) -> depthwise 3x3 multiplier 2 VALID
+    (3x3x8) -> average pool 2x2 stride 1 (2x2x8) -> global average (MEAN, 8) -> dense 5."""
+    from edgeslim._tf import keras
+
+    keras.utils.set_random_seed(7)
+    m = keras.Sequential(name="macs", layers=[
+        keras.layers.Input((9, 9, 3)),
+        keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv"),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", name="dw"),
+        keras.layers.AveragePooling2D(2, strides=1, name="pool"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        # a non-zero bias: the converter drops an all-zero FULLY_CONNECTED bias
+        keras.layers.Dense(5, bias_initializer="ones", name="fc"),
+    ])
+    return convert_int8(m, (9, 9, 3))

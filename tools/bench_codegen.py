@@ -389,7 +389,7 @@ def tflm_compress(model_bytes: bytes) -> bytes:
     from tflite_micro.tensorflow.lite.micro import compression
     from tflite_micro.tensorflow.lite.micro.compression import spec
 
-    from edgeslim.codegen.graph import read_graph
+    from edgeslim.modelgraph import read as read_graph
 
     graph = read_graph(model_bytes)
     specs = []

@@ -9,7 +9,7 @@ Targets (tests/fuzz/fuzz_targets.py; the seed corpus is tests/fuzz/corpus/TARGET
            lines, the MLPerf Tiny protocol), on a real bundle of a real int8 model
   recipe   recipe files (edgeslim.recipe.resolve)
   board    board profiles (edgeslim.targets.load_target)
-  tflite   .tflite models through what `edgeslim check` reads (edgeslim.targets.read_model,
+  tflite   .tflite models through what `edgeslim check` reads (edgeslim.modelgraph.read,
            check_model without TFLite Micro)
   dut      the firmware's serial command parser (firmware_templates/cortex_m/dut.c),
            compiled on this machine with clang -fsanitize=fuzzer,address,undefined

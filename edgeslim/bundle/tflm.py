@@ -107,10 +107,10 @@ def _tensor_ctx(t) -> dict:
     return {
         "name": t.name,
         "shape": [int(d) for d in t.shape],
-        "type": t.type,
+        "type": t.dtype.lower(),
         "elements": elements,
-        "scale": repr(float(t.scales[0])) if t.scales else "1.0",
-        "zero_point": int(t.zero_points[0]) if t.zero_points else 0,
+        "scale": repr(float(t.scales[0])) if t.scales.size else "1.0",
+        "zero_point": int(t.zero_points[0]) if t.zero_points.size else 0,
     }
 
 
@@ -138,10 +138,10 @@ def write_tflm(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_na
     info = read_model(model_bytes)
     if len(info.inputs) < 1 or len(info.outputs) < 1:
         raise TargetError("the model has no input or output tensor", hint="Convert the model again.")
-    for t in (info.inputs[0], info.outputs[0]):
-        if t.type != "int8":
+    for t in (info.input_tensors[0], info.output_tensors[0]):
+        if t.dtype != "INT8":
             raise TargetError(
-                f"the TFLite Micro bundle expects int8 input and output; tensor {t.name!r} is {t.type}",
+                f"the TFLite Micro bundle expects int8 input and output; tensor {t.name!r} is {t.dtype.lower()}",
                 hint="Convert with inference_input_type/inference_output_type int8 (edgeslim does by default).")
     ident = c_identifier(model_name)
     arena = arena_with_margin(check.arena_measured_bytes, target.arena_margin)
@@ -159,8 +159,8 @@ def write_tflm(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_na
         "arena_size": arena,
         "arena_measured": check.arena_measured_bytes,
         "margin_pct": round(target.arena_margin * 100),
-        "input": _tensor_ctx(info.inputs[0]),
-        "output": _tensor_ctx(info.outputs[0]),
+        "input": _tensor_ctx(info.input_tensors[0]),
+        "output": _tensor_ctx(info.output_tensors[0]),
         "labels": list(labels) if labels else [],
         "target": target,
         "cflags": target.build.get("cflags", ""),

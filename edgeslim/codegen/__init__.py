@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.codegen import memplan
-from edgeslim.codegen.graph import Graph, read_graph
+from edgeslim.modelgraph import Graph, read as read_graph
 from edgeslim.codegen.lowering import SUPPORTED, Step, lower
 from edgeslim.errors import CodegenError
 
-__all__ = ["generate", "CodegenResult", "OpInfo", "SUPPORTED"]
+__all__ = ["generate", "memory_plan", "CodegenResult", "OpInfo", "SUPPORTED"]
 
 _C_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _C_KEYWORDS = {
@@ -41,7 +41,7 @@ _C_KEYWORDS = {
 class OpInfo:
     index: int
     op: str
-    layer: str  # the output tensor's name, which carries the Keras layer name
+    layer: str  # the Keras layer (modelgraph's rule), else the output tensor's name
     function: str  # the C function called ("" for an aliasing RESHAPE)
     macs: int
     packed_weights: bool = False  # 4-bit indices into per-channel tables
@@ -197,6 +197,24 @@ def target_features(target) -> tuple[str, ...]:
     return tuple(features)
 
 
+def _plan(model_bytes: bytes, *, pack_weights: bool, target):
+    """Read, lower and place: what generation needs before any C is rendered."""
+    graph = read_graph(bytes(model_bytes))
+    _check_io(graph)
+    features = target_features(target)
+    steps = lower(graph, pack_weights=pack_weights, features=features)
+    root, buffers = _resolve(graph, steps)
+    plan = memplan.plan(buffers)
+    memplan.check(plan)
+    return graph, features, steps, root, plan
+
+
+def memory_plan(model_bytes: bytes, *, pack_weights: bool = False, target=None) -> memplan.MemoryPlan:
+    """The static arena plan ``generate`` would write, without writing anything
+    (`edgeslim inspect`). CodegenError for a model the backend cannot handle."""
+    return _plan(model_bytes, pack_weights=pack_weights, target=target)[4]
+
+
 def generate(model_bytes: bytes, out_dir: Path, *, name: str,
              pack_weights: bool = False, target=None) -> CodegenResult:
     """Write ``<name>.h`` and ``<name>.c`` for the int8 model into ``out_dir``.
@@ -215,13 +233,7 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     named with its layer). Files appear in ``out_dir`` only when generation succeeded.
     """
     _check_name(name)
-    graph = read_graph(bytes(model_bytes))
-    _check_io(graph)
-    features = target_features(target)
-    steps = lower(graph, pack_weights=pack_weights, features=features)
-    root, buffers = _resolve(graph, steps)
-    plan = memplan.plan(buffers)
-    memplan.check(plan)
+    graph, features, steps, root, plan = _plan(model_bytes, pack_weights=pack_weights, target=target)
     sha = hashlib.sha256(bytes(model_bytes)).hexdigest()
     macs = sum(s.macs for s in steps)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeslim.codegen.graph import Graph
+from edgeslim.modelgraph import Graph
 from edgeslim.codegen.lowering import ConstArray, Step
 from edgeslim.codegen.memplan import MemoryPlan
 

@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from edgeslim.codegen import dsp, quant
-from edgeslim.codegen.graph import Graph, Operator, Tensor, activation_name, padding_name
+from edgeslim import modelgraph
+from edgeslim.modelgraph import Graph, Operator, Tensor, activation_name, padding_name
 from edgeslim.errors import CodegenError
 
 # TFLite's int8 SOFTMAX sums exp(x - max) in Q12.19 (each term <= 2^19) in an int32: more
@@ -44,7 +45,7 @@ class Step:
     arrays: list[ConstArray] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)  # tensor indices read (activations)
     outputs: list[int] = field(default_factory=list)
-    macs: int = 0
+    macs: int = 0  # modelgraph.op_macs: conv, depthwise and FC only
     alias: bool = False  # RESHAPE-like: output is the input's bytes, no code
     input_list: bool = False  # inputs passed as an array of pointers (CONCATENATION)
     extra_params: dict = field(default_factory=dict)  # the es_lut4_t fields
@@ -281,7 +282,7 @@ class Lowerer:
             filter=f"{p}_filter", bias=bias, multiplier=f"{p}_multiplier", shift=f"{p}_shift",
         )
         step = Step(op, "es_conv2d_s8", ("conv",), "es_conv_params_t", params, arrays,
-                    [x], [out], macs=n * oh * ow * oc * fh * fw * fic)
+                    [x], [out])
         step = self.maybe_pack(step, [wt.data[c].ravel() for c in range(oc)])
         if fic != ic:
             if self.dsp:
@@ -340,8 +341,7 @@ class Lowerer:
             multiplier=f"{p}_multiplier", shift=f"{p}_shift",
         )
         step = Step(op, "es_depthwise_conv2d_s8", ("depthwise_conv",),
-                    "es_depthwise_conv_params_t", params, arrays, [x], [out],
-                    macs=n * oh * ow * oc * fh * fw)
+                    "es_depthwise_conv_params_t", params, arrays, [x], [out])
         step = self.maybe_pack(step, [wt.data[0, :, :, c].ravel() for c in range(oc)])
         return self.to_dsp_depthwise(step)
 
@@ -382,8 +382,7 @@ class Lowerer:
             multiplier=f"{p}_multiplier", shift=f"{p}_shift",
         )
         step = Step(op, "es_fully_connected_s8", ("fully_connected",),
-                    "es_fully_connected_params_t", params, arrays, [x], [out],
-                    macs=batches * out_depth * accum)
+                    "es_fully_connected_params_t", params, arrays, [x], [out])
         step = self.maybe_pack(step, [wt.data[o].ravel() for o in range(out_depth)])
         # rows of the input as the pixels of a 1x1 convolution
         geometry = dict(batches=1, in_h=batches, in_w=1, in_c=accum, out_h=batches, out_w=1,
@@ -407,8 +406,7 @@ class Lowerer:
         params = dict(batches=n, in_h=ih, in_w=iw, channels=c, out_h=oh, out_w=ow,
                       filter_h=fh, filter_w=fw, stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
                       act_min=lo, act_max=hi)
-        return Step(op, function, ("pooling",), "es_pool_params_t", params, [], [x], [out],
-                    macs=n * oh * ow * c * fh * fw)
+        return Step(op, function, ("pooling",), "es_pool_params_t", params, [], [x], [out])
 
     def average_pool_2d(self, op):
         return self._pool(op, "es_average_pool_s8")
@@ -436,8 +434,7 @@ class Lowerer:
         params = dict(outer=outer, reduced=reduced, inner=inner,
                       input_zero_point=xt.zero_point, output_zero_point=ot.zero_point,
                       multiplier=int(m), shift=int(s))
-        return Step(op, "es_mean_s8", ("mean",), "es_mean_params_t", params, [], [x], [out],
-                    macs=xt.size)
+        return Step(op, "es_mean_s8", ("mean",), "es_mean_params_t", params, [], [x], [out])
 
     def _broadcast(self, op: Operator) -> dict:
         a, b, out = self.t(op.inputs[0]), self.t(op.inputs[1]), self.t(op.outputs[0])
@@ -477,7 +474,7 @@ class Lowerer:
             output_multiplier=mo, output_shift=so, act_min=lo, act_max=hi,
         )
         return Step(op, "es_add_s8", ("broadcast", "add"), "es_add_params_t", params, [],
-                    [a, b], [out], macs=ot.size)
+                    [a, b], [out])
 
     def mul(self, op: Operator) -> Step:
         a, b, out = op.inputs[0], op.inputs[1], op.outputs[0]
@@ -493,7 +490,7 @@ class Lowerer:
             output_multiplier=mo, output_shift=so, act_min=lo, act_max=hi,
         )
         return Step(op, "es_mul_s8", ("broadcast", "mul"), "es_mul_params_t", params, [],
-                    [a, b], [out], macs=ot.size)
+                    [a, b], [out])
 
     def reshape(self, op: Operator) -> Step:
         x, out = op.inputs[0], op.outputs[0]
@@ -525,7 +522,7 @@ class Lowerer:
         params = dict(outer=xt.size // depth, depth=depth, input_multiplier=m,
                       input_left_shift=left, diff_min=diff_min)
         return Step(op, "es_softmax_s8", ("gemmlowp_math", "softmax"), "es_softmax_params_t",
-                    params, [], [x], [out], macs=xt.size)
+                    params, [], [x], [out])
 
     def _sigmoid_like(self, op: Operator, function: str, kernel: str, ptype: str,
                       out_zp: int, out_scale: float) -> Step:
@@ -539,8 +536,7 @@ class Lowerer:
         params = dict(size=xt.size, input_zero_point=xt.zero_point,
                       input_range_radius=quant.input_radius(4, left), input_multiplier=m,
                       input_left_shift=left)
-        return Step(op, function, ("gemmlowp_math", kernel), ptype, params, [], [x], [out],
-                    macs=xt.size)
+        return Step(op, function, ("gemmlowp_math", kernel), ptype, params, [], [x], [out])
 
     def logistic(self, op):
         return self._sigmoid_like(op, "es_logistic_s8", "logistic", "es_logistic_params_t",
@@ -566,7 +562,7 @@ class Lowerer:
                       output_multiplier=quant.downscale_multiplier_to_int16(om),
                       reluish_multiplier=quant.downscale_multiplier_to_int16(rm))
         return Step(op, "es_hard_swish_s8", ("hard_swish",), "es_hard_swish_params_t", params,
-                    [], [x], [out], macs=xt.size)
+                    [], [x], [out])
 
     def pad(self, op: Operator) -> Step:
         x, pads, out = op.inputs[0], op.inputs[1], op.outputs[0]
@@ -653,9 +649,11 @@ def lower(graph: Graph, *, pack_weights: bool = False, features=()) -> list[Step
             )
         fn: Callable[[Operator], Step] = getattr(lw, op.opcode.lower())
         try:
-            steps.append(fn(op))
+            step = fn(op)
         except CodegenError:
             raise
         except (ValueError, IndexError, TypeError, AttributeError) as exc:
             raise lw.fail(op, f"unexpected operator layout ({exc})") from exc
+        step.macs = modelgraph.op_macs(graph, op)  # the one MAC rule (conv, depthwise, FC)
+        steps.append(step)
     return steps

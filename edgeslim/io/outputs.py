@@ -10,6 +10,7 @@ is the user's, and the command stops naming it. No option overrides that rule.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from edgeslim.errors import OutputError
@@ -102,3 +103,20 @@ def check_example_folder(folder: str | Path, names: tuple[str, ...]) -> Path:
                           "it was left untouched",
                           hint="Choose another output folder with -o.")
     return folder
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, renamed over
+    it: a reader never sees half a file, and an error leaves the old file as it was."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

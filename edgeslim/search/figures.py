@@ -113,14 +113,14 @@ def measure(model_bytes: bytes, keras_model, *, target, backend: str, pack_weigh
 
 
 def macs_of(model_bytes: bytes, keras_model=None) -> int:
-    """Multiply-accumulates of the int8 model that ships, read from its operators (the C
-    backend's lowering); a model it cannot lower is counted on the Keras model's shapes."""
-    from edgeslim.codegen.graph import read_graph
-    from edgeslim.codegen.lowering import lower
+    """Multiply-accumulates of the int8 model that ships, read from its operators
+    (modelgraph.graph_macs); a model that cannot be read is counted on the Keras model's
+    shapes."""
+    from edgeslim import modelgraph
     from edgeslim.errors import EdgeslimError as _Err
 
     try:
-        return int(sum(s.macs for s in lower(read_graph(bytes(model_bytes)))))
+        return modelgraph.graph_macs(modelgraph.read(bytes(model_bytes)))
     except _Err:
         if keras_model is None:
             return None

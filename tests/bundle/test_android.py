@@ -27,7 +27,7 @@ def test_assets_hold_both_models(android_bundle, tiny_cnn_bytes):
     assets = root / "edgeslim-model" / "src" / "main" / "assets"
     assert (assets / "model.tflite").read_bytes() == tiny_cnn_bytes
     assert (assets / "model_fp16.tflite").read_bytes() == fp16
-    types = {t.type for t in read_model(fp16).tensors}
+    types = {t.dtype.lower() for t in read_model(fp16).tensors}
     assert "float16" in types and "int8" not in types  # a real float16-weight model
     assert (assets / "labels.txt").read_text().splitlines() == ["zero", "one", "two"]
 

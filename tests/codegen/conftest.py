@@ -69,7 +69,7 @@ def run_host(exe: Path, index: int, inputs: np.ndarray, out_dtype, out_shape) ->
 
 def random_inputs(model_bytes: bytes, n: int, seed: int) -> np.ndarray:
     """Inputs over the whole int8 range (saturation included), or N(0, 2) floats."""
-    from edgeslim.codegen.graph import read_graph
+    from edgeslim.modelgraph import read as read_graph
 
     g = read_graph(model_bytes)
     t = g.tensors[g.inputs[0]]

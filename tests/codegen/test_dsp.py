@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgeslim import codegen
-from edgeslim.codegen.graph import activation_name, read_graph
+from edgeslim.modelgraph import activation_name, read as read_graph
 from edgeslim.harness import _testfw, firmware
 
 HERE = Path(__file__).resolve().parent

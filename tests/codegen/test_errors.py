@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgeslim.codegen import generate
-from edgeslim.errors import CodegenError, EdgeslimError
+from edgeslim.errors import CodegenError, EdgeslimError, ModelFormatError
 
 
 def test_unsupported_op_names_op_and_layer(tmp_path, chost):
@@ -32,7 +32,8 @@ def test_float_model_is_refused(tmp_path, chost):
 
 @pytest.mark.parametrize("data", [b"", b"not a model at all", b"\x00" * 64])
 def test_garbage_bytes(tmp_path, data):
-    with pytest.raises(CodegenError) as info:
+    """Not a .tflite: the one reader's error (modelgraph), as for every other command."""
+    with pytest.raises(ModelFormatError) as info:
         generate(data, tmp_path / "c", name="m")
     assert ".tflite" in info.value.message
     assert info.value.hint

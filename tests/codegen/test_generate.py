@@ -8,7 +8,7 @@ import json
 import re
 
 from edgeslim.codegen import generate
-from edgeslim.codegen.graph import read_graph
+from edgeslim.modelgraph import read as read_graph
 
 
 def test_header_constants_and_report(tmp_path, chost):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgeslim.codegen import generate
-from edgeslim.codegen.graph import read_graph
+from edgeslim.modelgraph import read as read_graph
 
 N = 200
 SEED = 1234

@@ -73,7 +73,7 @@ def test_clustered_mobilenet_flash_and_exactness(tmp_path, chost):
     # TFLite Micro's own compression tool (LUT, 4-bit, per channel) on the same model.
     from tflite_micro.tensorflow.lite.micro.compression import compress, spec
 
-    from edgeslim.codegen.graph import read_graph
+    from edgeslim.modelgraph import read as read_graph
 
     g = read_graph(model)
     specs = []

@@ -14,7 +14,8 @@ tests/fuzz/crashers/.
   shipped profiles): only ``TargetError``; a profile that loads describes itself as JSON.
 - ``tflite``: the bytes as a .tflite model through what ``edgeslim check`` runs without
   TFLite Micro (``targets.check_model(..., measure=False)``, which reads it with
-  ``targets.read_model`` first, for a microcontroller and a Linux profile): only ``TargetError``.
+  ``modelgraph.read`` first, for a microcontroller and a Linux profile): only ``TargetError``
+  (a check refused it) or ``ModelFormatError`` (not a readable .tflite).
 """
 
 from __future__ import annotations
@@ -205,13 +206,13 @@ class TfliteTarget(Target):
 
     def setup(self):
         from edgeslim import targets
-        from edgeslim.errors import TargetError
+        from edgeslim.errors import ModelFormatError, TargetError
 
-        self.targets, self.error = targets, TargetError
+        self.targets, self.error = targets, (TargetError, ModelFormatError)
         self.profiles = [targets.load_target("cortex-m4"), targets.load_target("rpi4")]
 
     def __call__(self, data: bytes) -> None:
-        try:  # check_model reads the model first (read_model), then checks it
+        try:  # check_model reads the model first (modelgraph.read), then checks it
             for t in self.profiles:
                 self.targets.check_model(data, t, measure=False)
         except self.error:

@@ -146,7 +146,7 @@ def test_runner_sequence_reply_shapes_and_bit_exact_outputs(case, target):
 
 
 def _output_quant(model: bytes) -> tuple[float, int]:
-    from edgeslim.codegen.graph import read_graph
+    from edgeslim.modelgraph import read as read_graph
 
     g = read_graph(model)
     t = g.tensors[g.outputs[0]]

@@ -177,7 +177,7 @@ def test_not_a_tflite_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "x.tflite"
     bad.write_bytes(b"\x00" * 64)
     res = run("build", bad, "--target", "rpi4", "-o", tmp_path / "out")
-    assert res.exit_code == 2 and "not a TFLite flatbuffer" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "not a TFLite model" in res.output and "Traceback" not in res.output
     res = run("build", tmp_path / "missing.tflite", "--target", "rpi4", "-o", tmp_path / "out")
     assert res.exit_code == 2 and "does not exist" in res.output
 

@@ -122,15 +122,16 @@ def test_the_unedited_model_fits(tmp_path, tiny_cnn_bytes):
     assert check_model(data, load_target("cortex-m4")).ops
 
 
-@pytest.mark.parametrize("case", ["nan activation scale", "weight buffer 9999"])
-def test_check_json_prints_json_on_error(tmp_path, tiny_cnn_bytes, case):
+@pytest.mark.parametrize("case, error_type", [("nan activation scale", "TargetError"),
+                                              ("weight buffer 9999", "ModelFormatError")])
+def test_check_json_prints_json_on_error(tmp_path, tiny_cnn_bytes, case, error_type):
     data, name = _edit(tiny_cnn_bytes, BROKEN[case][0])
     model = tmp_path / "broken.tflite"
     model.write_bytes(data)
     r = run(["check", model, "--target", "cortex-m4", "--json"])
     assert r.exit_code == 2, r.output
     verdict = json.loads(r.stdout)
-    assert verdict["fits"] is False and name in verdict["error"] and verdict["error_type"] == "TargetError"
+    assert verdict["fits"] is False and name in verdict["error"] and verdict["error_type"] == error_type
     assert "Traceback" not in r.output
 
 

@@ -59,10 +59,12 @@ def test_softmax_abort_on_degenerate_scale_becomes_a_clear_error(tiny_cnn_bytes,
     when its input scale is ~1e-8, whatever the arena. The child dies; we explain."""
     from edgeslim.targets import read_model
 
-    softmax = read_model(tiny_cnn_bytes).ops[-1]
-    assert softmax.op == "SOFTMAX"
-    bad, name = scale_patcher(tiny_cnn_bytes, softmax.inputs[0], 1e-8)  # the tensor SOFTMAX reads
-    assert name == softmax.inputs[0]
+    graph = read_model(tiny_cnn_bytes)
+    softmax = graph.operators[-1]
+    assert softmax.opcode == "SOFTMAX"
+    reads = graph.tensors[softmax.inputs[0]].name  # the tensor SOFTMAX reads
+    bad, name = scale_patcher(tiny_cnn_bytes, reads, 1e-8)
+    assert name == reads
     with pytest.raises(DeviceError) as e:
         micro.measure_arena(bad, max_arena=256 * 1024)
     msg = e.value.message

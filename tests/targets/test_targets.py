@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from edgeslim.errors import TargetError
+from edgeslim.errors import ModelFormatError, TargetError
 from edgeslim.targets import (
     arena_with_margin, check_model, list_targets, load_target, parse_size, read_model,
     target_wants_fp16,
@@ -147,9 +147,9 @@ def test_inheritance_cycle(tmp_path):
 def test_read_model_names_layers(tiny_cnn_bytes):
     info = read_model(tiny_cnn_bytes)
     assert info.op_names == ["CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
-    layers = [o.layer for o in info.ops]
+    layers = [o.layer for o in info.operators]
     assert layers[:2] == ["conv1", "dw1"] and layers[3] == "dense_out"
-    assert info.inputs[0].type == "int8" and info.inputs[0].shape == (1, 8, 8, 1)
+    assert info.input_tensors[0].dtype == "INT8" and info.input_tensors[0].shape == (1, 8, 8, 1)
 
 
 def test_check_fits_cortex_m4_with_measured_arena(tiny_cnn_bytes):
@@ -245,5 +245,5 @@ def test_tiny_weight_scale_of_a_zeroed_channel_is_accepted(tiny_cnn_bytes):
 
 
 def test_not_a_tflite_model():
-    with pytest.raises(TargetError, match="not a TFLite flatbuffer"):
+    with pytest.raises(ModelFormatError, match="not a TFLite model"):
         check_model(b"this is not a model at all", load_target("rpi"))
