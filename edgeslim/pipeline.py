@@ -284,6 +284,7 @@ def build(
         raise recipe_mod.RecipeError(f"seed {seed!r} is out of range",
                                      hint=f"A seed is a whole number from 0 to {MAX_SEED} (2**32 - 1).")
     _check_flags_used(flags or {}, rcp)
+    targets.check_precision(tgt, rcp.convert, backend=backend)
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
@@ -359,14 +360,20 @@ def build(
         progress.echo(f"[baseline] WARNING: {evaluation['warning']}")
 
     # -- candidates: plain int8, then the recipe (backing off while over budget) --------
-    from edgeslim import guard
+    # (each converted as [convert] says: int8, 16x8, or int8 with float layers)
+    from edgeslim import guard, precision
 
     budget = guard.Budget.for_task(rcp.build.max_drop, ds.task)
     layer_names = [layer.name for layer in kmodel.layers]
     t = time.monotonic()
     plain = guard.Candidate(name=guard.PLAIN, recipe=None, rung=None, model=kmodel)
-    plain.tflite = convert.to_int8_tflite(kmodel, calib, int8_io=rcp.build.int8_io,
-                                          allow_float_fallback=rcp.build.allow_float_fallback)
+    if rcp.convert.mixed:
+        progress.stage("convert", rcp.convert.describe())
+    plain.converted = precision.convert_model(kmodel, rcp.convert, rcp.build, calib)
+    plain.tflite = plain.converted.tflite
+    if rcp.convert.activations == "int16":
+        # Every op at 16x8 on the target's runtime: refused now, before any training.
+        targets.check_int16_ops(targets.read_model(plain.tflite), tgt)
     _score_candidate(plain, ctx, budget, float_val)
     plain.wall_s = time.monotonic() - t
     timings["plain_int8"] = plain.wall_s
@@ -387,9 +394,8 @@ def build(
                                progress, timings)
         cand.model = cand.run.current
         cand.failed = cand.run.failure
-        cand.tflite = convert.to_int8_tflite(
-            cand.model, calib, int8_io=rcp.build.int8_io,
-            allow_float_fallback=rcp.build.allow_float_fallback)
+        cand.converted = precision.convert_model(cand.model, rcp.convert, rcp.build, calib)
+        cand.tflite = cand.converted.tflite
         _score_candidate(cand, ctx, budget, float_val)
         cand.wall_s = time.monotonic() - t
         candidates.append(cand)
@@ -447,7 +453,9 @@ def build(
         "metric_tflm": micro_metric,
         "params": count_params(float_model), "nonzero_weights": final["nonzero_weights"],
         "tflite_bytes": final["bytes"],
-        "tflite_gzip_bytes": final["gzip_bytes"], "tflite_kind": "int8",
+        "tflite_gzip_bytes": final["gzip_bytes"],
+        "tflite_kind": {"int8": "int8", "int16": "16x8"}[rcp.convert.activations]
+        + ("+float" if rcp.convert.keeps_float else ""),
         "weights": final["inspect"].get("weights"), "wall_s": timings["convert"] + timings["evaluate"],
     })
 
@@ -470,6 +478,15 @@ def build(
     )
     report["evaluation"] = evaluation
     report["guard"] = guard_summary
+    report["precision"] = precision.comparison(
+        ctx, rcp.convert, chosen.converted, shipped_val=chosen.val_metric, shipped_test=int8_metric,
+        float_val=float_val, float_test=float_metric, test_split=evaluation["test_split"])
+    if report["precision"]:
+        p = report["precision"]
+        progress.echo(f"[convert] {p['describe']}: validation {ds.metric_name} {p['mixed']['val']:.4f} "
+                      f"(plain int8 {p['int8']['val']:.4f}), test {p['mixed']['test']:.4f} "
+                      f"(plain int8 {p['int8']['test']:.4f}); {p['mixed']['bytes']} bytes "
+                      f"(plain int8 {p['int8']['bytes']})")
     report["calibration"] = {"method": rcp.build.calibration, "samples": int(len(calib))}
     report["distillation"] = _distillation_summary(stages_report, int8_metric, ds)
     if chosen is plain and any(c.run for c in candidates):
