@@ -15,11 +15,12 @@ and the mixed-precision variants of the integer model (``[convert]`` in a recipe
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgeslim._quiet import native_stderr_to
+from edgeslim._quiet import native_output_to, native_stderr_to
 from edgeslim._tf import tf
 from edgeslim.errors import ConversionError, RecipeError
 
@@ -276,7 +277,9 @@ def to_mixed_float_tflite(model, calib: np.ndarray, float_layers, *, int8_io: bo
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     native: list[str] = []
     try:
-        with native_stderr_to(native):
+        with native_output_to(native), warnings.catch_warnings():
+            # the debugger runs TensorFlow's own (deprecated) tf.lite.Interpreter internally
+            warnings.simplefilter("ignore", UserWarning)
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter, debug_dataset=_representative(calib[:1]),
                 debug_options=tf.lite.experimental.QuantizationDebugOptions(fully_quantize=int8_io))
@@ -296,7 +299,7 @@ def to_mixed_float_tflite(model, calib: np.ndarray, float_layers, *, int8_io: bo
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
         fully_quantize=int8_io, denylisted_nodes=[n for names in nodes.values() for n in names])
     try:
-        with native_stderr_to(native):
+        with native_output_to(native):
             return bytes(debugger.get_nondebug_quantized_model())
     except Exception as exc:
         text = (str(exc) + "\n" + "".join(native)).strip()
