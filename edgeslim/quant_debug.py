@@ -323,8 +323,10 @@ def analyse(int8_model_bytes: bytes, keras_model, x: np.ndarray, *,
         w = next((weights[g.index] for g in group if g.index in weights), None)
         median = (float(np.median(np.abs(w.values.astype(np.int32))))
                   if w is not None and w.values.size else None)
-        compared = _keras_name(model, found[op_index])
-        layer = next((g.layer for g in group if g.layer), compared)
+        compared = _user_name(by_name, _keras_name(model, found[op_index]))
+        # an op with weights is named after their layer (conv1 when conv1 + bn1 + relu1 were fused)
+        layer = next((_user_name(by_name, g.layer) for g in group if g.index in weights and g.layer),
+                     compared)
         errors.append(LayerError(
             op_index=op_index, op=op.op, layer=layer, tensor=tensor_names[t], ops=[g.op for g in group],
             snr_db=out_snr, rmse_steps=None if qt is None else s.rmse / qt[0], added_snr_db=added,
@@ -418,6 +420,12 @@ def _keras_tensor(model, by_name: dict, name: str):
     if name.startswith("@output"):
         return model.outputs[int(name[len("@output"):])]
     return by_name[name].output
+
+
+def _user_name(by_name: dict, name: str) -> str:
+    """A QAT wrapper ("quant_conv1" around conv1) is reported by the name of the layer it wraps."""
+    inner = getattr(by_name.get(name), "layer", None)
+    return inner.name if name.startswith("quant_") and inner is not None else name
 
 
 def _output_layer(model, i: int) -> str:
