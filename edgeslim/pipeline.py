@@ -87,6 +87,7 @@ MAX_SEED = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
 # A split scored with fewer samples than this gives a figure that means nothing
 # ("accuracy 1.0000" on one sample).
 MIN_SPLIT_SAMPLES = 10
+QUANT_ERROR_SAMPLES = 256  # validation samples for the per-layer quantization error (report.html)
 # Flag settings of a stage that only mean something when that stage runs.
 _STAGE_FLAGS = {("cluster", "clusters"): "--clusters", ("prune", "sparsity"): "--sparsity",
                 ("prune", "structure"): "--structure"}
@@ -448,6 +449,10 @@ def build(
         if ds.task == CLASSIFICATION:
             micro_agreement = float(np.mean(np.argmax(micro_pred, -1) == np.argmax(int8_pred, -1)))
     timings["evaluate"] = time.monotonic() - t
+    t = time.monotonic()
+    progress.stage("evaluate", "per-layer quantization error on the validation split")
+    quant_error = _quantization_error(model_bytes, current, ds.x_val)
+    timings["quantization_error"] = time.monotonic() - t
     stages_report.append({
         "name": "int8", "metric": int8_metric, "metric_val": chosen.val_metric,
         "metric_tflm": micro_metric,
@@ -477,6 +482,7 @@ def build(
         total_s=time.monotonic() - t_start,
     )
     report["evaluation"] = evaluation
+    report["quantization_error"] = quant_error
     report["guard"] = guard_summary
     report["precision"] = precision.comparison(
         ctx, rcp.convert, chosen.converted, shipped_val=chosen.val_metric, shipped_test=int8_metric,
@@ -503,6 +509,19 @@ def build(
         reference=(ds.x_test, ds.y_test), front_end=front_end,
     )
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
+
+
+def _quantization_error(model_bytes: bytes, kmodel, x_val) -> dict:
+    """Per-layer SNR of the shipped int8 model against the Keras model it was converted from
+    (edgeslim.quant_debug), on at most QUANT_ERROR_SAMPLES validation samples. A model the
+    measurement cannot follow (e.g. several inputs) gets ``{"error": ...}``: the bundle is still
+    good, only this diagnostic is missing."""
+    from edgeslim import quant_debug
+
+    try:
+        return quant_debug.analyse(model_bytes, kmodel, x_val, max_samples=QUANT_ERROR_SAMPLES).to_dict()
+    except EdgeslimError as exc:
+        return {"error": exc.message}
 
 
 @dataclass
@@ -776,6 +795,7 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
     itself on the device (the web page). Returns the bundle's folder."""
     from edgeslim.io.outputs import check_replaceable
     from edgeslim.report import render_markdown
+    from edgeslim.report.html import render_html
 
     bundle_name = _safe_dir_name(str(target))
     out = check_output_location(out, target)  # again: the folder may have appeared during the build
@@ -808,10 +828,15 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
             }
             if timings is not None:
                 timings["codegen"] = time.monotonic() - t
+        from edgeslim.report.memory import activation_timeline
+
+        report["memory_timeline"] = activation_timeline(model_bytes)
         if timings is not None:
             report["timings_s"] = {**timings, "total": time.monotonic() - t_start}
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        progress.stage("report", "drawing report.html")
+        (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
         from edgeslim.bundle.manifest import write_manifest
 
         write_manifest(tmp, target=tgt, model_path=tmp / "model.tflite", extra=manifest_extra)

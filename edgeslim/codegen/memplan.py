@@ -51,11 +51,16 @@ def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
+def live_bytes(buffers: list[Buffer], steps: int | None = None) -> list[int]:
+    """Bytes of the buffers live at each step, from step 0 to ``steps - 1`` (default: the
+    last step any buffer lives): the memory timeline of the schedule."""
+    if steps is None:
+        steps = max((b.last for b in buffers), default=-1) + 1
+    return [sum(b.size for b in buffers if b.first <= s <= b.last) for s in range(steps)]
+
+
 def lower_bound(buffers: list[Buffer]) -> int:
-    if not buffers:
-        return 0
-    steps = range(min(b.first for b in buffers), max(b.last for b in buffers) + 1)
-    return max(sum(b.size for b in buffers if b.first <= s <= b.last) for s in steps)
+    return max(live_bytes(buffers), default=0)
 
 
 def plan(buffers: list[Buffer]) -> MemoryPlan:
