@@ -155,25 +155,28 @@ def test_float_layers_cli_refusal_is_clean(digits_keras3_path, digits_npz, tmp_p
 
 @pytest.fixture(scope="module")
 def float_layers_build(tmp_path_factory, digits_tfk_model, digits_npz):
-    """rpi4, no compression stage: pw1 (exact name) and ^dw (regex: dw1, dw2) kept in float."""
+    """rpi4, no compression stage: pw1 (exact name), ^dw (regex: dw1, dw2) and the worst other
+    layer by added quantization error (float_worst = 1) kept in float."""
     from edgeslim.pipeline import build
 
     out = tmp_path_factory.mktemp("float_layers")
     return build(digits_tfk_model, digits_npz, target="rpi4", out=out,
-                 recipe={**NO_STAGES, "convert": {"float_layers": ["pw1", "^dw"]}})
+                 recipe={**NO_STAGES, "convert": {"float_layers": ["pw1", "^dw"], "float_worst": 1}})
 
 
 def test_float_layers_are_float_exactly_there_and_litert_runs_it(float_layers_build, digits, float_accuracy):
     data = float_layers_build.model_path.read_bytes()
     info = inspect_tflite(data)
-    assert {o.layer for o in info.float_ops} == {"dw1", "pw1", "dw2"}
+    worst = float_layers_build.report["precision"]["worst"]
+    assert len(worst) == 1 and worst[0]["layer"] not in ("dw1", "pw1", "dw2")
+    assert {o.layer for o in info.float_ops} == {"dw1", "pw1", "dw2", worst[0]["layer"]}
     by_layer = {}
     for o in info.ops:
         if o.op not in ("QUANTIZE", "DEQUANTIZE"):
             by_layer.setdefault(o.layer, set()).update(o.input_dtypes + o.output_dtypes)
     for layer in ("dw1", "pw1", "dw2"):
         assert by_layer[layer] == {"FLOAT32"}, (layer, by_layer[layer])
-    for layer in ("conv1", "pool1", "pw2", "fc1", "output"):
+    for layer in {"conv1", "pool1", "pw2", "fc1", "output"} - {worst[0]["layer"]}:
         assert "FLOAT32" not in by_layer[layer], (layer, by_layer[layer])
     assert info.input_dtypes == ["INT8"] and info.output_dtypes == ["INT8"]
     acc = _accuracy(evaluate.run_litert(data, digits["x_test"]), digits["y_test"])
@@ -183,22 +186,29 @@ def test_float_layers_are_float_exactly_there_and_litert_runs_it(float_layers_bu
 def test_report_compares_mixed_with_plain_int8(float_layers_build):
     report = json.loads((float_layers_build.bundle_dir / "report.json").read_text())
     p = report["precision"]
-    assert p["mode"] == "float-layers" and p["float_layers"] == ["dw1", "pw1", "dw2"]
+    order = ["conv1", "dw1", "pw1", "pool1", "dw2", "pw2", "flatten", "fc1", "output"]
+    chosen = {"dw1", "pw1", "dw2", p["worst"][0]["layer"]}
+    assert p["mode"] == "float-layers" and p["float_layers"] == [n for n in order if n in chosen]
     assert p["mixed"]["bytes"] == float_layers_build.model_path.stat().st_size
     # The float layers' weights and biases ship as float32: dw1 144 + 16, pw1 384 + 24,
-    # dw2 216 + 24 = 808 values (3 bytes more per weight, less their per-channel scales).
+    # dw2 216 + 24 = 808 values (3 bytes more per weight, less their per-channel scales),
+    # plus the worst layer's.
+    sizes = {"conv1": 144 + 16, "pool1": 0, "pw2": 768 + 32, "flatten": 0, "fc1": 16384 + 32,
+             "output": 320 + 10}
     floats = [t for t in targets.read_model(float_layers_build.model_path.read_bytes()).tensors
               if t.constant and t.type == "float32"]
-    assert sum(int(np.prod(t.shape)) for t in floats) == 808
+    assert sum(int(np.prod(t.shape)) for t in floats) == 808 + sizes[p["worst"][0]["layer"]]
     assert p["mixed"]["bytes"] > p["int8"]["bytes"]
     assert p["mixed"]["test"] == report["metric"]["int8"]  # the deployed model's figure
     assert p["mixed"]["val"] == report["metric"]["validation"]["int8"]
     assert 0.9 <= p["int8"]["val"] <= 1 and 0.9 <= p["int8"]["test"] <= 1
     assert p["test_split"] == report["evaluation"]["test_split"]
     md = (float_layers_build.bundle_dir / "report.md").read_text()
-    assert "## Mixed precision: int8 with float layers pw1, ^dw" in md
+    assert "## Mixed precision: int8 with float layers pw1, ^dw and the 1 worst layer(s)" in md
+    assert f"`{p['worst'][0]['layer']}` ({p['worst'][0]['op']}, " in md
     assert f"| {p['int8']['bytes']} B | {p['mixed']['bytes']} B |" in md
-    assert report["recipe"]["convert"]["float_layers"] == ["pw1", "^dw"]
+    assert report["recipe"]["convert"] == {"activations": "int8", "float_layers": ["pw1", "^dw"],
+                                           "float_worst": 1}
 
 
 def test_16x8_build_for_rpi4_reports_the_comparison(tmp_path, digits_tfk_model, digits_npz):
@@ -243,3 +253,53 @@ def test_float_layer_names_exact_then_regex_and_typos_refused():
     assert convert.match_layers(["^dw", "pw2"], names) == ["dw1", "dw2", "pw2"]
     with pytest.raises(RecipeError, match="'pw3' matches no layer"):
         convert.match_layers(["pw3"], names)
+
+
+# -- float_worst ----------------------------------------------------------------------------
+
+
+def _one_damaged_layer(keras):
+    """conv1 -> conv2 -> conv3 -> mean -> fc, 12x12x2 in, where only conv2 is damaged, as in
+    tests/test_quant_debug.py: conv1's channel 7 is dead (bias -100 before the ReLU), so conv2's
+    weights on it change nothing in float, but their outlier value (8.0 against weights of
+    about 0.2) sets conv2's per-channel int8 scales and rounds its real weights to a few steps."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.layers.Input((12, 12, 2))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
+    w, b = model.get_layer("conv1").get_weights()
+    b[7] = -100.0
+    model.get_layer("conv1").set_weights([w, b])
+    w, b = model.get_layer("conv2").get_weights()
+    w[:, :, 7, :] = 8.0
+    model.get_layer("conv2").set_weights([w, b])
+    return model
+
+
+def test_float_worst_keeps_the_layer_that_does_the_damage_in_float():
+    """float_worst = 1 keeps conv2, the deliberately damaged layer, and only it, in float,
+    and the model's output gets its accuracy back."""
+    from edgeslim import precision
+    from edgeslim._tf import keras
+    from edgeslim.quant_debug import snr_db
+    from edgeslim.recipe import BuildConfig
+
+    model = _one_damaged_layer(keras)
+    x = np.random.default_rng(SEED).standard_normal((320, 12, 12, 2)).astype(np.float32)
+    calib, x_eval = x[:64], x[64:]
+    done = precision.convert_model(model, convert.ConvertConfig(float_worst=1), BuildConfig(), calib)
+    assert done.float_layers == ["conv2"] and [w["layer"] for w in done.worst] == ["conv2"]
+    assert {o.layer for o in inspect_tflite(done.tflite).float_ops} == {"conv2"}
+
+    ref = model.predict(x_eval, verbose=0)
+
+    def output_snr(data):
+        out = evaluate.run_litert(data, x_eval)
+        return snr_db(float(np.mean(ref ** 2)), float(np.mean((out - ref) ** 2)))
+
+    int8_snr, mixed_snr = output_snr(done.int8_tflite), output_snr(done.tflite)
+    print(f"output SNR: int8 {int8_snr:.1f} dB, conv2 in float {mixed_snr:.1f} dB")
+    assert mixed_snr >= int8_snr + 10.0  # at least 10x less error power
