@@ -207,6 +207,8 @@ def test_report_compares_mixed_with_plain_int8(float_layers_build):
     assert "## Mixed precision: int8 with float layers pw1, ^dw and the 1 worst layer(s)" in md
     assert f"`{p['worst'][0]['layer']}` ({p['worst'][0]['op']}, " in md
     assert f"| {p['int8']['bytes']} B | {p['mixed']['bytes']} B |" in md
+    html = (float_layers_build.bundle_dir / "report.html").read_text()
+    assert "<h3>Mixed precision: int8 with float layers pw1, ^dw" in html
     assert report["recipe"]["convert"] == {"activations": "int8", "float_layers": ["pw1", "^dw"],
                                            "float_worst": 1}
 
