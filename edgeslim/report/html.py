@@ -38,15 +38,20 @@ def _pyplot():
     return plt
 
 
-def _svg(fig) -> str:
-    """The figure as an inline <svg> element (text drawn as paths: no fonts needed)."""
+def _svg(fig, prefix: str) -> str:
+    """The figure as an inline <svg> element (text drawn as paths: no fonts needed), its ids
+    (clip paths, glyphs, groups) prefixed with ``prefix-`` so that plots on one page never
+    share an id. Deterministic: the same figures give the same page."""
     plt = _pyplot()
     buf = io.StringIO()
     with plt.rc_context({"svg.fonttype": "path", "svg.hashsalt": "edgeslim"}):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE
+    text = text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", text)
+    return re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
 
 
 def _short(name: str, n: int = 18) -> str:
@@ -82,7 +87,7 @@ def plot_stages(stages: list[dict], metric_name: str) -> str | None:
     ax2.grid(alpha=0.3, axis="y")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    return _svg(fig)
+    return _svg(fig, "plot-stages")
 
 
 def plot_layers(layers: list[dict]) -> str | None:
@@ -108,7 +113,7 @@ def plot_layers(layers: list[dict]) -> str | None:
         ax.set_xticks(list(xs), names, rotation=30, ha="right")
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    return _svg(fig)
+    return _svg(fig, "plot-layers")
 
 
 def plot_quantization(qerr: dict | None) -> str | None:
@@ -132,7 +137,7 @@ def plot_quantization(qerr: dict | None) -> str | None:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _svg(fig)
+    return _svg(fig, "plot-quantization")
 
 
 def plot_memory(memory: dict | None, plan_live: list[int] | None = None,
@@ -161,7 +166,7 @@ def plot_memory(memory: dict | None, plan_live: list[int] | None = None,
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     fig.tight_layout()
-    return _svg(fig)
+    return _svg(fig, "plot-memory")
 
 
 def _environment() -> jinja2.Environment:
