@@ -32,17 +32,13 @@ class Converted:
     float_layers: list[str] = field(default_factory=list)
     worst: list[dict] = field(default_factory=list)  # the float_worst ranking used
 
-    @property
-    def plain(self) -> bytes:
-        return self.int8_tflite if self.int8_tflite is not None else self.tflite
 
-
-def convert_model(model, cfg, build, calib: np.ndarray, *, allow_float_fallback: bool | None = None) -> Converted:
+def convert_model(model, cfg, build, calib: np.ndarray) -> Converted:
     """``model`` converted as ``cfg`` (a ConvertConfig) says; ``build`` is the recipe's
-    BuildConfig (int8_io, allow_float_fallback)."""
+    BuildConfig (int8_io, allow_float_fallback); ``calib`` the calibration samples."""
     from edgeslim import convert
 
-    fallback = build.allow_float_fallback if allow_float_fallback is None else allow_float_fallback
+    fallback = build.allow_float_fallback
     int8 = convert.to_int8_tflite(model, calib, int8_io=build.int8_io, allow_float_fallback=fallback)
     if not cfg.mixed:
         return Converted(tflite=int8)
