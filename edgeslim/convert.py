@@ -248,16 +248,32 @@ def to_int16x8_tflite(model, calib: np.ndarray, *, integer_io: bool = True,
     return data
 
 
+def op_layers(model_bytes: bytes) -> list[tuple[object, str | None]]:
+    """(op, Keras layer) for every op of the model. An op with weights belongs to its weights'
+    layer: the model's last op has a generic output name ("StatefulPartitionedCall:0"), and
+    the tensor-name rule would name the layer of its input instead (a final Dense after a
+    pooling layer would be called the pooling layer). Other ops: the tensor-name rule."""
+    from edgeslim.targets import keras_layer_of, read_model
+
+    info = read_model(model_bytes)
+    constant = {t.name for t in info.tensors if t.constant}
+    out = []
+    for op in info.ops:
+        layer = keras_layer_of(op.outputs)
+        if layer is None:
+            layer = keras_layer_of([n for n in op.inputs if n in constant]) or op.layer
+        out.append((op, layer))
+    return out
+
+
 def float_layer_nodes(calibrated: bytes, layers) -> dict[str, list[str]]:
     """Layer -> the output tensor names of its ops in a calibrated model: the
     ``denylisted_nodes`` that keep the layer in float."""
-    from edgeslim.targets import read_model
-
     wanted = set(layers)
     nodes: dict[str, list[str]] = {name: [] for name in layers}
-    for op in read_model(calibrated).ops:
-        if op.layer in wanted and op.op not in ("QUANTIZE", "DEQUANTIZE"):
-            nodes[op.layer].extend(op.outputs)
+    for op, layer in op_layers(calibrated):
+        if layer in wanted and op.op not in ("QUANTIZE", "DEQUANTIZE"):
+            nodes[layer].extend(op.outputs)
     return nodes
 
 
@@ -296,10 +312,18 @@ def to_mixed_float_tflite(model, calib: np.ndarray, float_layers, *, int8_io: bo
             "converted model (folded into a neighbour, or no computation)",
             "Name the layer that computes (the Conv2D/Dense the BatchNormalization or activation "
             "was folded into).")
-    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-        fully_quantize=int8_io, denylisted_nodes=[n for names in nodes.values() for n in names])
+    computing = [layer for op, layer in op_layers(debugger.calibrated_model)
+                 if op.op not in ("QUANTIZE", "DEQUANTIZE")]
+    if all(layer in nodes for layer in computing):
+        raise ConversionError(
+            f"convert.float_layers keeps every layer of the model in float ({', '.join(float_layers)}): "
+            "nothing would be quantized",
+            "Keep fewer layers in float (edgeslim ships quantized models).")
     try:
-        with native_output_to(native):
+        with native_output_to(native), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                fully_quantize=int8_io, denylisted_nodes=[n for names in nodes.values() for n in names])
             return bytes(debugger.get_nondebug_quantized_model())
     except Exception as exc:
         text = (str(exc) + "\n" + "".join(native)).strip()

@@ -45,7 +45,7 @@ def convert_model(model, cfg, build, calib: np.ndarray) -> Converted:
     if cfg.activations == "int16":
         data = convert.to_int16x8_tflite(model, calib, integer_io=build.int8_io, allow_float_fallback=fallback)
         return Converted(tflite=data, int8_tflite=int8)
-    names = [layer.name for layer in model.layers]
+    names = layer_names(model)
     layers = convert.match_layers(cfg.float_layers, names) if cfg.float_layers else []
     worst: list[dict] = []
     if cfg.float_worst:
@@ -56,13 +56,18 @@ def convert_model(model, cfg, build, calib: np.ndarray) -> Converted:
     return Converted(tflite=data, int8_tflite=int8, float_layers=layers, worst=worst)
 
 
+def layer_names(model) -> list[str]:
+    """The model's layers a recipe can name, in order (the input placeholder is not one)."""
+    return [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
+
+
 def worst_layers(int8_bytes: bytes, model, x: np.ndarray, n: int, *, exclude=()) -> list[dict]:
     """The ``n`` layers whose int8 quantization adds the most error (quant_debug's
     per-layer added SNR loss on ``x``), worst first, leaving out ``exclude``."""
     from edgeslim import quant_debug
 
     errors = quant_debug.worst_first(quant_debug.layer_errors(int8_bytes, model, x, max_samples=WORST_SAMPLES))
-    names = {layer.name for layer in model.layers}
+    names = set(layer_names(model))
     out = []
     for e in errors:
         if e.layer in names and e.layer not in exclude and e.layer not in {w["layer"] for w in out}:
@@ -75,11 +80,11 @@ def worst_layers(int8_bytes: bytes, model, x: np.ndarray, n: int, *, exclude=())
 def check_float_layers(data: bytes, layers) -> None:
     """The converted model computes in float exactly in ``layers``: every float op
     (QUANTIZE/DEQUANTIZE aside) belongs to one of them, and each of them has one."""
+    from edgeslim.convert import op_layers
     from edgeslim.errors import ConversionError
-    from edgeslim.tflite_inspect import inspect_tflite
 
-    info = inspect_tflite(data)
-    found = {o.layer for o in info.float_ops}
+    found = {layer for op, layer in op_layers(data) if op.op not in ("QUANTIZE", "DEQUANTIZE")
+             and "float32" in op.input_types + op.output_types}
     extra = sorted(str(x) for x in found - set(layers))
     missing = [n for n in layers if n not in found]
     if extra or missing:

@@ -305,3 +305,20 @@ def test_float_worst_keeps_the_layer_that_does_the_damage_in_float():
     int8_snr, mixed_snr = output_snr(done.int8_tflite), output_snr(done.tflite)
     print(f"output SNR: int8 {int8_snr:.1f} dB, conv2 in float {mixed_snr:.1f} dB")
     assert mixed_snr >= int8_snr + 10.0  # at least 10x less error power
+
+
+def test_the_last_dense_kept_float_is_its_own_op_and_all_float_is_refused():
+    """The model's last op has a generic output name ("StatefulPartitionedCall:0"): the final
+    Dense 'fc' is still found by its weights, not mistaken for the pooling layer before it."""
+    from edgeslim import precision
+    from edgeslim._tf import keras
+    from edgeslim.recipe import BuildConfig
+
+    model = _one_damaged_layer(keras)
+    calib = np.random.default_rng(SEED).standard_normal((32, 12, 12, 2)).astype(np.float32)
+    done = precision.convert_model(model, convert.ConvertConfig(float_layers=("fc",)), BuildConfig(), calib)
+    float_ops = [(o.op, layer) for o, layer in convert.op_layers(done.tflite)
+                 if o.op not in ("QUANTIZE", "DEQUANTIZE") and "float32" in o.input_types + o.output_types]
+    assert float_ops == [("FULLY_CONNECTED", "fc")]
+    with pytest.raises(convert.ConversionError, match="every layer of the model in float"):
+        precision.convert_model(model, convert.ConvertConfig(float_layers=(".",)), BuildConfig(), calib)
