@@ -322,3 +322,15 @@ def test_the_last_dense_kept_float_is_its_own_op_and_all_float_is_refused():
     assert float_ops == [("FULLY_CONNECTED", "fc")]
     with pytest.raises(convert.ConversionError, match="every layer of the model in float"):
         precision.convert_model(model, convert.ConvertConfig(float_layers=(".",)), BuildConfig(), calib)
+
+
+def test_budget_search_refuses_mixed_precision_before_any_work(digits_keras3_path, digits_npz, tmp_path):
+    from edgeslim.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build", str(digits_keras3_path), "--data", str(digits_npz),
+                                      "--target", "rpi4", "--max-macs", "100k", "--activations", "int16",
+                                      "-o", str(out)], obj={"debug": False})
+    assert result.exit_code == 2, result.output
+    assert "budget search converts to plain int8" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not out.exists()
