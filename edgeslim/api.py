@@ -31,7 +31,7 @@ _FLAG_KEYS = (
     "seed", "sparsity", "structure", "clusters", "epochs", "prune_epochs", "cluster_epochs",
     "qat_epochs", "representative_samples", "allow_float_fallback", "distill_width",
     "distill_epochs", "temperature", "alpha", "rank_energy", "calibration", "max_drop", "no_guard",
-    "prune_channels", "channels_epochs",
+    "prune_channels", "channels_epochs", "activations", "float_layers", "float_worst",
 )
 
 
@@ -102,7 +102,8 @@ def build(
     Other keyword arguments are the recipe flags: seed, sparsity, structure,
     clusters, epochs, prune_epochs, cluster_epochs, qat_epochs,
     representative_samples, allow_float_fallback, distill_width, distill_epochs,
-    temperature, alpha, rank_energy, calibration, max_drop, no_guard. ``teacher``: a
+    temperature, alpha, rank_energy, calibration, max_drop, no_guard, activations ("int16":
+    16x8), float_layers (layer names or regexes kept in float), float_worst. ``teacher``: a
     path (or a list of paths) of teacher models to distill into ``model`` first.
     ``test_data``: a path (.npz with x_test, y_test; image folder) scored as the test split.
     """

@@ -81,6 +81,7 @@ class Candidate:
     run: Any = None  # what the stages recorded (pipeline._StagesRun)
     wall_s: float = 0.0
     changes: dict = field(default_factory=dict)
+    converted: Any = None  # edgeslim.precision.Converted: tflite as it ships + its plain int8 twin
 
     def to_dict(self) -> dict:
         return {

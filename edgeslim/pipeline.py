@@ -87,6 +87,7 @@ MAX_SEED = 2**32 - 1  # numpy's and Keras's seeds are unsigned 32-bit
 # A split scored with fewer samples than this gives a figure that means nothing
 # ("accuracy 1.0000" on one sample).
 MIN_SPLIT_SAMPLES = 10
+QUANT_ERROR_SAMPLES = 256  # validation samples for the per-layer quantization error (report.html)
 # Flag settings of a stage that only mean something when that stage runs.
 _STAGE_FLAGS = {("cluster", "clusters"): "--clusters", ("prune", "sparsity"): "--sparsity",
                 ("prune", "structure"): "--structure"}
@@ -284,6 +285,7 @@ def build(
         raise recipe_mod.RecipeError(f"seed {seed!r} is out of range",
                                      hint=f"A seed is a whole number from 0 to {MAX_SEED} (2**32 - 1).")
     _check_flags_used(flags or {}, rcp)
+    targets.check_precision(tgt, rcp.convert, backend=backend)
     if seed is not None:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
@@ -359,14 +361,20 @@ def build(
         progress.echo(f"[baseline] WARNING: {evaluation['warning']}")
 
     # -- candidates: plain int8, then the recipe (backing off while over budget) --------
-    from edgeslim import guard
+    # (each converted as [convert] says: int8, 16x8, or int8 with float layers)
+    from edgeslim import guard, precision
 
     budget = guard.Budget.for_task(rcp.build.max_drop, ds.task)
     layer_names = [layer.name for layer in kmodel.layers]
     t = time.monotonic()
     plain = guard.Candidate(name=guard.PLAIN, recipe=None, rung=None, model=kmodel)
-    plain.tflite = convert.to_int8_tflite(kmodel, calib, int8_io=rcp.build.int8_io,
-                                          allow_float_fallback=rcp.build.allow_float_fallback)
+    if rcp.convert.mixed:
+        progress.stage("convert", rcp.convert.describe())
+    plain.converted = precision.convert_model(kmodel, rcp.convert, rcp.build, calib)
+    plain.tflite = plain.converted.tflite
+    if rcp.convert.activations == "int16":
+        # Every op at 16x8 on the target's runtime: refused now, before any training.
+        targets.check_int16_ops(targets.read_model(plain.tflite), tgt)
     _score_candidate(plain, ctx, budget, float_val)
     plain.wall_s = time.monotonic() - t
     timings["plain_int8"] = plain.wall_s
@@ -387,9 +395,8 @@ def build(
                                progress, timings)
         cand.model = cand.run.current
         cand.failed = cand.run.failure
-        cand.tflite = convert.to_int8_tflite(
-            cand.model, calib, int8_io=rcp.build.int8_io,
-            allow_float_fallback=rcp.build.allow_float_fallback)
+        cand.converted = precision.convert_model(cand.model, rcp.convert, rcp.build, calib)
+        cand.tflite = cand.converted.tflite
         _score_candidate(cand, ctx, budget, float_val)
         cand.wall_s = time.monotonic() - t
         candidates.append(cand)
@@ -442,12 +449,18 @@ def build(
         if ds.task == CLASSIFICATION:
             micro_agreement = float(np.mean(np.argmax(micro_pred, -1) == np.argmax(int8_pred, -1)))
     timings["evaluate"] = time.monotonic() - t
+    t = time.monotonic()
+    progress.stage("evaluate", "per-layer quantization error on the validation split")
+    quant_error = _quantization_error(model_bytes, current, ds.x_val)
+    timings["quantization_error"] = time.monotonic() - t
     stages_report.append({
         "name": "int8", "metric": int8_metric, "metric_val": chosen.val_metric,
         "metric_tflm": micro_metric,
         "params": count_params(float_model), "nonzero_weights": final["nonzero_weights"],
         "tflite_bytes": final["bytes"],
-        "tflite_gzip_bytes": final["gzip_bytes"], "tflite_kind": "int8",
+        "tflite_gzip_bytes": final["gzip_bytes"],
+        "tflite_kind": {"int8": "int8", "int16": "16x8"}[rcp.convert.activations]
+        + ("+float" if rcp.convert.keeps_float else ""),
         "weights": final["inspect"].get("weights"), "wall_s": timings["convert"] + timings["evaluate"],
     })
 
@@ -469,7 +482,17 @@ def build(
         total_s=time.monotonic() - t_start,
     )
     report["evaluation"] = evaluation
+    report["quantization_error"] = quant_error
     report["guard"] = guard_summary
+    report["precision"] = precision.comparison(
+        ctx, rcp.convert, chosen.converted, shipped_val=chosen.val_metric, shipped_test=int8_metric,
+        float_val=float_val, float_test=float_metric, test_split=evaluation["test_split"])
+    if report["precision"]:
+        p = report["precision"]
+        progress.echo(f"[convert] {p['describe']}: validation {ds.metric_name} {p['mixed']['val']:.4f} "
+                      f"(plain int8 {p['int8']['val']:.4f}), test {p['mixed']['test']:.4f} "
+                      f"(plain int8 {p['int8']['test']:.4f}); {p['mixed']['bytes']} bytes "
+                      f"(plain int8 {p['int8']['bytes']})")
     report["calibration"] = {"method": rcp.build.calibration, "samples": int(len(calib))}
     report["distillation"] = _distillation_summary(stages_report, int8_metric, ds)
     if chosen is plain and any(c.run for c in candidates):
@@ -486,6 +509,19 @@ def build(
         reference=(ds.x_test, ds.y_test), front_end=front_end,
     )
     return BuildResult(bundle_dir=final_dir, model_path=final_dir / "model.tflite", report=report, recipe=shipped_rcp)
+
+
+def _quantization_error(model_bytes: bytes, kmodel, x_val) -> dict:
+    """Per-layer SNR of the shipped int8 model against the Keras model it was converted from
+    (edgeslim.quant_debug), on at most QUANT_ERROR_SAMPLES validation samples. A model the
+    measurement cannot follow (e.g. several inputs) gets ``{"error": ...}``: the bundle is still
+    good, only this diagnostic is missing."""
+    from edgeslim import quant_debug
+
+    try:
+        return quant_debug.analyse(model_bytes, kmodel, x_val, max_samples=QUANT_ERROR_SAMPLES).to_dict()
+    except EdgeslimError as exc:
+        return {"error": exc.message}
 
 
 @dataclass
@@ -759,6 +795,7 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
     itself on the device (the web page). Returns the bundle's folder."""
     from edgeslim.io.outputs import check_replaceable
     from edgeslim.report import render_markdown
+    from edgeslim.report.html import render_html
 
     bundle_name = _safe_dir_name(str(target))
     out = check_output_location(out, target)  # again: the folder may have appeared during the build
@@ -791,10 +828,15 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
             }
             if timings is not None:
                 timings["codegen"] = time.monotonic() - t
+        from edgeslim.report.memory import activation_timeline
+
+        report["memory_timeline"] = activation_timeline(model_bytes)
         if timings is not None:
             report["timings_s"] = {**timings, "total": time.monotonic() - t_start}
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        progress.stage("report", "drawing report.html")
+        (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
         from edgeslim.bundle.manifest import write_manifest
 
         write_manifest(tmp, target=tgt, model_path=tmp / "model.tflite", extra=manifest_extra)

@@ -105,6 +105,12 @@ class BuildConfig:
             raise RecipeError("build.stages lists a stage twice")
 
 
+def _convert_config_class():
+    # edgeslim.convert imports TensorFlow; its config class is fetched only when a recipe
+    # is built (the same lazy import as the stages' classes).
+    return getattr(importlib.import_module("edgeslim.convert"), "ConvertConfig")
+
+
 def stage_config_class(name: str):
     module, cls, _ = STAGES[name]
     return getattr(importlib.import_module(module), cls)
@@ -121,6 +127,11 @@ class Recipe:
 
     build: BuildConfig = field(default_factory=BuildConfig)
     stages: dict = field(default_factory=dict)  # stage name -> config dataclass
+    convert: Any = None  # edgeslim.convert.ConvertConfig; None: the default (plain int8)
+
+    def __post_init__(self):
+        if self.convert is None:
+            object.__setattr__(self, "convert", _convert_config_class()())
 
     def config(self, stage: str):
         return self.stages[stage]
@@ -133,6 +144,7 @@ class Recipe:
         """Every table, the stages that did not run included, so the file written
         into a bundle rebuilds exactly this recipe."""
         out: dict[str, Any] = {"build": _to_toml_value(dataclasses.asdict(self.build))}
+        out["convert"] = _config_to_table(self.convert)
         for name in STAGES:
             out[name] = _config_to_table(self.stages[name])
         return out
@@ -241,7 +253,7 @@ def from_dict(table: dict, *, source: str = "recipe") -> Recipe:
     """Build and validate a Recipe from TOML-shaped tables."""
     if not isinstance(table, dict):
         raise RecipeError(f"{source}: a recipe must be a table of tables")
-    valid = ["build", *STAGES]
+    valid = ["build", "convert", *STAGES]
     for key in table:
         if key not in valid:
             raise RecipeError(
@@ -252,12 +264,18 @@ def from_dict(table: dict, *, source: str = "recipe") -> Recipe:
             raise RecipeError(f"recipe key {key!r} in {source} must be a table ([{key}])")
     build = _build_dataclass(BuildConfig, table.get("build", {}), "build", source=source)
     build.validate()
+    convert = _build_dataclass(_convert_config_class(), table.get("convert", {}), "convert", source=source)
+    if convert.mixed and "qat" in build.stages:
+        raise RecipeError(
+            f"convert: {convert.describe()} cannot follow the qat stage in {source} (QAT trains the "
+            "model for int8 activations everywhere)",
+            "Drop qat from build.stages (--no-qat), or convert to plain int8.")
     stages = {}
     for name in STAGES:
         cls = stage_config_class(name)
         override_cls = getattr(importlib.import_module("edgeslim.compress.overrides"), "LayerOverride")
         stages[name] = _build_dataclass(cls, table.get(name, {}), name, override_cls, source=source)
-    return Recipe(build=build, stages=stages)
+    return Recipe(build=build, stages=stages, convert=convert)
 
 
 def load_toml(path: str | Path) -> dict:
@@ -352,10 +370,19 @@ def flags_to_table(
     no_guard: bool = False,
     prune_channels: float | None = None,
     channels_epochs: int | None = None,
+    activations: str | None = None,
+    float_layers: tuple[str, ...] | list[str] | None = None,
+    float_worst: int | None = None,
 ) -> dict:
     """The common CLI flags as recipe tables (only what the user set)."""
     t: dict[str, dict] = {"build": {}, "prune": {}, "cluster": {}, "qat": {}, "distill": {},
-                          "lowrank": {}, "channels": {}}
+                          "lowrank": {}, "channels": {}, "convert": {}}
+    if activations is not None:
+        t["convert"]["activations"] = activations
+    if float_layers:
+        t["convert"]["float_layers"] = list(float_layers)
+    if float_worst is not None:
+        t["convert"]["float_worst"] = float_worst
     if prune_channels is not None:
         t["channels"]["ratio"] = prune_channels
     if channels_epochs is not None:

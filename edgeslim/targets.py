@@ -49,7 +49,7 @@ _TOP_KEYS = {
 _TABLE_KEYS = {
     "cpu": {"arch", "core", "abi", "features", "clock_mhz", "cores"},
     "memory": {"ram", "flash", "runtime_flash", "ram_reserved", "arena_margin"},
-    "ops": {"supported", "tensor_types", "fused_activations", "min_scale", "constraints"},
+    "ops": {"supported", "int16", "tensor_types", "fused_activations", "min_scale", "constraints"},
     "build": {"cflags", "optimized_kernels", "qemu_machine", "tflm_target_arch"},
 }
 # The schema of one profile file (pydantic, strict: see edgeslim/schema.py). Every key
@@ -79,6 +79,7 @@ class _Memory(schema.Table):
 
 class _Ops(schema.Table):
     supported: _OpList | None = None
+    int16: _OpList | None = None
     tensor_types: list[str] | None = None
     fused_activations: list[str] | None = None
     min_scale: Annotated[float, Field(ge=0)] | None = None
@@ -203,6 +204,8 @@ class Target:
     arena_margin: float  # fraction added to the measured arena (mcu)
     ops: frozenset[str]
     op_constraints: dict[str, str] = field(hash=False, compare=False)
+    # Ops the runtime runs with int16 activations and int8 weights (16x8); empty: no 16x8.
+    int16_ops: frozenset[str] = frozenset()
     tensor_types: frozenset[str] = frozenset()
     fused_activations: frozenset[str] = frozenset()
     min_scale: float = 1e-6
@@ -218,6 +221,12 @@ class Target:
     @property
     def is_mcu(self) -> bool:
         return self.kind == "mcu"
+
+    @property
+    def allows_float(self) -> bool:
+        """True when the runtime runs float ops (the profile's ops.tensor_types has float32):
+        float layers in an int8 model are allowed."""
+        return "float32" in self.tensor_types
 
     @property
     def wants_fp16(self) -> bool:
@@ -529,6 +538,7 @@ def _build_target(name: str, path: Path, raw: dict, bases: tuple[str, ...], *, r
         arena_margin=float(margin),
         ops=_op_list(ops["supported"], path, "ops.supported"),
         op_constraints={str(k): str(v) for k, v in constraints.items()},
+        int16_ops=_op_list(ops["int16"], path, "ops.int16") if "int16" in ops else frozenset(),
         tensor_types=frozenset(ops.get("tensor_types", ["int8", "int16", "int32", "bool", "float32"])),
         fused_activations=frozenset(ops.get("fused_activations", ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"])),
         min_scale=float(min_scale),
@@ -706,6 +716,69 @@ def check_scales(info: Graph, min_scale: float = 1e-6) -> None:
             )
 
 
+def runs_at_16x8(o: modelgraph.Operator) -> bool:
+    """An op runs at 16x8 when its data input or its output is int16. (Int8 LSTM and SVDF
+    keep int16 state tensors among their other inputs: those are int8 kernels.)"""
+    return o.input_dtypes[:1] == ["INT16"] or o.output_dtypes[:1] == ["INT16"]
+
+
+def check_int16_ops(info: modelgraph.Graph, target: Target) -> None:
+    """Refuse ops with int16 activations (16x8) that the target's runtime lacks at 16x8
+    (the profile's ``ops.int16``), naming each op, its layer and the target."""
+    missing: dict[str, modelgraph.Operator] = {}
+    for o in info.operators:
+        if runs_at_16x8(o) and o.opcode not in target.int16_ops:
+            missing.setdefault(o.opcode, o)
+    if not missing:
+        return
+    parts = [f"{name} (from layer {o.layer!r})" if o.layer else f"{name} (operator {o.index})"
+             for name, o in missing.items()]
+    if target.int16_ops:
+        hint = ("Convert with int8 activations (drop convert.activations = \"int16\"), replace the "
+                f"layer(s), or choose a target that runs them at 16x8 (`edgeslim targets show "
+                f"{target.profile}` lists its 16x8 ops).")
+    else:
+        hint = ("Convert with int8 activations (drop convert.activations = \"int16\"), or choose a "
+                "target whose profile lists 16x8 ops (ops.int16), e.g. rpi4, android or cortex-m4.")
+    raise TargetError(
+        f"the model runs {'an op' if len(missing) == 1 else 'ops'} with int16 activations (16x8) "
+        f"that {target.runtime} on {target.profile} does not run at 16x8: {', '.join(parts)}",
+        hint=hint)
+
+
+def check_precision(target: Target, convert_cfg, *, backend: str = "tflm") -> None:
+    """Before any work: refuse a mixed-precision conversion (``[convert]``) the target or the
+    backend cannot run. The per-op 16x8 check runs on the converted model (check_int16_ops)."""
+    if not convert_cfg.mixed:
+        return
+    if backend == "c":
+        raise TargetError(
+            f"--backend c generates int8 kernels only; convert: {convert_cfg.describe()} cannot "
+            "be compiled to C",
+            hint="Drop --backend c (the TFLite Micro bundle runs 16x8), or convert to plain int8.")
+    if convert_cfg.activations == "int16" and target.kind == "mcu":
+        raise TargetError(
+            f"a 16x8 model has int16 input and output, and the TFLite Micro bundle for "
+            f"{target.profile} (its main.cc, device harness and bench protocol) takes int8 input "
+            "and output only: edgeslim cannot bundle 16x8 models for microcontrollers yet",
+            hint=f"Build with int8 activations. A 16x8 .tflite converted elsewhere can still be "
+                 f"checked against the profile's 16x8 ops: edgeslim check model.tflite --target "
+                 f"{target.profile}.")
+    if convert_cfg.activations == "int16" and not target.int16_ops:
+        raise TargetError(
+            f"{target.runtime} on {target.profile} runs no op with int16 activations (its profile "
+            "has no ops.int16 list): 16x8 conversion is not available for this target",
+            hint="Convert with int8 activations, or choose a target that lists 16x8 ops "
+                 "(rpi4, android, cortex-m4).")
+    if convert_cfg.keeps_float and not target.allows_float:
+        raise TargetError(
+            f"{target.profile} runs fully-integer models only ({target.runtime}; ops.tensor_types "
+            f"{', '.join(sorted(target.tensor_types))}): layers cannot be kept in float "
+            f"(convert.float_layers / float_worst)",
+            hint="Drop float_layers/float_worst (or use convert.activations = \"int16\" where the "
+                 "profile lists 16x8 ops), or build for a target that runs float ops (rpi4, android).")
+
+
 def check_model(model_bytes: bytes, target: Target, *, measure: bool = True) -> CheckResult:
     """Check an int8 .tflite against a target. Raises TargetError for a
     degenerate scale, an unsupported op, a float op or activation on an
@@ -735,6 +808,7 @@ def check_model(model_bytes: bytes, target: Target, *, measure: bool = True) -> 
             f"{target.profile} does not have: {', '.join(parts)}",
             hint=_op_hint(first, target),
         )
+    check_int16_ops(info, target)
     for o in info.operators:
         bad = [t.lower() for t in o.input_dtypes + o.output_dtypes if t.lower() not in target.tensor_types]
         # QUANTIZE/DEQUANTIZE only bridge types; the float op between them is the fault.

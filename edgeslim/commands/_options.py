@@ -33,6 +33,15 @@ _RECIPE_FLAGS = [
                  help="Ship the recipe's compressed model whatever its accuracy drop."),
     click.option("--allow-float-fallback", is_flag=True,
                  help="Accept ops that stay float instead of failing (not for microcontrollers)."),
+    click.option("--activations", type=click.Choice(["int8", "int16"]),
+                 help="int16: whole-model 16x8 (int16 activations, int8 weights), for targets whose "
+                      "runtime runs every op of the model at 16x8 (recipe: convert.activations)."),
+    click.option("--float-layers", multiple=True,
+                 help="Keep this layer in float (a layer name, or a regex); repeat for several. "
+                      "Targets that run float ops only (rpi, android). Recipe: convert.float_layers."),
+    click.option("--float-worst", type=click.IntRange(0),
+                 help="Keep the N layers that add the most quantization error in float "
+                      "(rpi, android). Recipe: convert.float_worst."),
 ]
 
 

@@ -45,6 +45,8 @@ def _show(t) -> None:
     click.echo(f"  tensor types: {', '.join(sorted(t.tensor_types))}; fused activations: "
                f"{', '.join(sorted(t.fused_activations))}")
     click.echo(f"  ops ({len(t.ops)}): {', '.join(sorted(t.ops))}")
+    click.echo(f"  16x8 ops ({len(t.int16_ops)}): {', '.join(sorted(t.int16_ops)) or 'none (no 16x8)'}")
+    click.echo(f"  float layers: {'allowed' if t.allows_float else 'refused (fully-integer runtime)'}")
     for op, text in sorted(t.op_constraints.items()):
         click.echo(f"    {op}: {text}")
     stages = t.recipe.get("build", {}).get("stages", [])

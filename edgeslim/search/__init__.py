@@ -130,6 +130,12 @@ def search(
                               recipe_file=recipe if isinstance(recipe, (str, Path)) else None,
                               recipe_table=recipe if isinstance(recipe, dict) else None,
                               flags=flags)
+    if base.convert.mixed:
+        raise EdgeslimError(
+            f"the budget search converts to plain int8; convert: {base.convert.describe()} is not "
+            "searched",
+            "Drop --activations/--float-layers/--float-worst (or [convert]) from the search, or build "
+            "the winner's recipe with them (edgeslim build --recipe).")
     seed = base.build.seed if seed is None else seed
     seed = 0 if seed is None else seed  # a search is always seeded: its choice must repeat
 

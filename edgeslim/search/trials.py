@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgeslim.errors import EdgeslimError
 
-INSTALL_HINT = "Install the search extra: pip install edgeslim[search] (Ray Tune and matplotlib)."
+INSTALL_HINT = "Install the search extra: pip install edgeslim[search] (Ray Tune)."
 
 
 def require_ray():
