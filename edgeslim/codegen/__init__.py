@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslim.codegen import memplan
+from edgeslim.codegen import memplan, schedule
 from edgeslim.codegen.graph import Graph, read_graph
 from edgeslim.codegen.lowering import SUPPORTED, Step, lower
 from edgeslim.errors import CodegenError
@@ -46,10 +46,15 @@ class OpInfo:
     macs: int
     packed_weights: bool = False  # 4-bit indices into per-channel tables
     note: str = ""  # why the target's optimized kernel was not used, if it has one
+    # "plain" (the whole layer at once), "inplace" (a depthwise layer over its input), or
+    # "fused" (a depthwise layer and the 1x1 convolution after it, row by row)
+    schedule: str = "plain"
+    fused_with: int | None = None  # the other operator of a fused pair
 
     def as_dict(self) -> dict:
         return dict(index=self.index, op=self.op, layer=self.layer, function=self.function,
-                    macs=self.macs, packed_weights=self.packed_weights, note=self.note)
+                    macs=self.macs, packed_weights=self.packed_weights, note=self.note,
+                    schedule=self.schedule, fused_with=self.fused_with)
 
 
 @dataclass
@@ -67,6 +72,8 @@ class CodegenResult:
     const_bytes: int  # weights, parameters and constant operands, before the compiler's layout
     files: list[Path] = field(default_factory=list)
     features: tuple[str, ...] = ()  # the cpu.features that chose the kernels
+    # the plan of executing one whole layer at a time, which the schedule went below
+    layer_by_layer: memplan.MemoryPlan | None = None
 
     @property
     def peak(self) -> int:
@@ -84,7 +91,7 @@ class CodegenResult:
             "files": [p.name for p in self.files],
             "model_sha256": self.model_sha256,
             "arena_bytes": self.arena_size,
-            "memory_plan": self.plan.as_dict(),
+            "memory_plan": self._plan_report(),
             "scratch_buffers": sum(b.name.endswith("_scratch") for b in self.plan.buffers),
             "io_bytes": {"input": self.input_bytes, "output": self.output_bytes},
             "const_bytes": self.const_bytes,
@@ -92,6 +99,19 @@ class CodegenResult:
             "macs": self.macs,
             "ops": [o.as_dict() for o in self.ops],
         }
+
+
+    def _plan_report(self) -> dict:
+        """The plan, and the layer-by-layer plan and lower bound it is compared with."""
+        out = self.plan.as_dict()
+        if self.layer_by_layer is not None:
+            lbl = self.layer_by_layer
+            out["layer_by_layer"] = {"arena_size": lbl.arena_size, "lower_bound": lbl.lower_bound}
+            out["below_layer_by_layer_bound"] = self.plan.arena_size < lbl.lower_bound
+        out["schedule"] = [dict(op=o.index, layer=o.layer, mode=o.schedule,
+                                fused_with=o.fused_with)
+                           for o in self.ops if o.schedule != "plain"]
+        return out
 
 
 def _check_name(name: str) -> None:
@@ -121,10 +141,9 @@ def _check_io(graph: Graph) -> None:
                            hint="check the model")
 
 
-def _resolve(graph: Graph, steps: list[Step]) -> tuple[dict, list[memplan.Buffer]]:
-    """Map each activation tensor to its storage (input/output/an arena buffer) and
-    build the buffers with their lifetimes. An aliasing step writing the model's
-    output becomes a copy."""
+def _resolve(graph: Graph, steps: list[Step]) -> tuple[dict, dict[str, int]]:
+    """Map each activation tensor to its storage (input/output/an arena buffer) and give
+    each storage its size. An aliasing step writing the model's output becomes a copy."""
     g_in, g_out = graph.inputs[0], graph.outputs[0]
     root: dict[int, str] = {g_in: "input", g_out: "output"}
     for s in steps:
@@ -135,33 +154,42 @@ def _resolve(graph: Graph, steps: list[Step]) -> tuple[dict, list[memplan.Buffer
             root[out] = root.get(s.inputs[0], f"t{s.inputs[0]}")
         elif out not in root:
             root[out] = f"t{out}"
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
     size: dict[str, int] = {}
-    for i, s in enumerate(steps):
+    for s in steps:
         for t in s.inputs:
-            if graph.tensors[t].is_constant:
-                continue
-            if t not in root:
+            if not graph.tensors[t].is_constant and t not in root:
                 raise CodegenError(
                     f"tensor '{graph.tensors[t].name}' is read before any operator writes it",
                     hint="the model's operators are not in execution order; regenerate it",
                 )
-            last[root[t]] = i
         for t in s.outputs:
-            r = root[t]
-            first.setdefault(r, i)
-            last.setdefault(r, i)
-            size[r] = max(size.get(r, 0), graph.tensors[t].nbytes)
-    buffers = [
-        memplan.Buffer(r, size[r], first[r], max(last[r], first[r]))
-        for r in first
-        if r not in ("input", "output")
-    ]
-    for i, s in enumerate(steps):
-        if s.scratch_bytes:
-            buffers.append(memplan.Buffer(f"op{s.op.index}_scratch", s.scratch_bytes, i, i))
-    return root, buffers
+            size[root[t]] = max(size.get(root[t], 0), graph.tensors[t].nbytes)
+    return root, size
+
+
+EXTERNAL = {"input", "output"}  # the caller's buffers, not in the arena
+
+
+def _nodes(graph: Graph, steps: list[Step], root: dict) -> list[schedule.Node]:
+    """The steps as the scheduler sees them: buffers read and written, scratch, and which
+    depthwise / 1x1 convolutions may run in place or fused (batch 1, reference-layout
+    weights: not 4-bit packed)."""
+    nodes = []
+    for s in steps:
+        reads = [root[t] for t in s.inputs if not graph.tensors[t].is_constant]
+        n = schedule.Node(f"op{s.op.index}", reads, root[s.outputs[0]], scratch=s.scratch_bytes)
+        g = s.shape
+        if g and s.lut4 is None and g["batches"] == 1 and not s.alias:
+            if s.op.opcode == "DEPTHWISE_CONV_2D":
+                n.rows = schedule.Rows.of(g)
+                if g["depth_multiplier"] == 1 and (g["in_h"], g["in_w"]) == (g["out_h"], g["out_w"]):
+                    n.inplace = g["out_h"] * g["out_w"]
+            elif s.op.opcode == "CONV_2D":
+                n.pointwise = (g["filter_h"] == g["filter_w"] == 1 and g["stride_h"] == 1
+                               and g["pad_h"] == 0 and g["in_h"] == g["out_h"]
+                               and g["filter_in_c"] == g["in_c"])
+        nodes.append(n)
+    return nodes
 
 
 @functools.lru_cache(maxsize=None)
@@ -198,7 +226,8 @@ def target_features(target) -> tuple[str, ...]:
 
 
 def generate(model_bytes: bytes, out_dir: Path, *, name: str,
-             pack_weights: bool = False, target=None) -> CodegenResult:
+             pack_weights: bool = False, target=None,
+             layer_by_layer: bool = False) -> CodegenResult:
     """Write ``<name>.h`` and ``<name>.c`` for the int8 model into ``out_dir``.
 
     ``pack_weights``: store CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weights whose
@@ -211,6 +240,10 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     (firmware_templates/c/kernels_dsp/), bit-exact with the reference kernels, which the
     default (no target) and cores without DSP use.
 
+    The memory plan runs a depthwise convolution in place, or fused with the 1x1
+    convolution after it over rows, where that makes the arena smaller (schedule.py);
+    ``layer_by_layer``: never (each layer whole, the arena at the layer-by-layer bound).
+
     Raises CodegenError for a model the backend cannot handle (an unsupported op is
     named with its layer). Files appear in ``out_dir`` only when generation succeeded.
     """
@@ -219,16 +252,18 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     _check_io(graph)
     features = target_features(target)
     steps = lower(graph, pack_weights=pack_weights, features=features)
-    root, buffers = _resolve(graph, steps)
-    plan = memplan.plan(buffers)
-    memplan.check(plan)
+    root, sizes = _resolve(graph, steps)
+    nodes = _nodes(graph, steps, root)
+    layered = schedule.place(nodes, sizes, EXTERNAL, {})
+    placement = layered if layer_by_layer else schedule.choose(nodes, sizes, EXTERNAL)
+    plan = placement.plan
     sha = hashlib.sha256(bytes(model_bytes)).hexdigest()
     macs = sum(s.macs for s in steps)
 
     from edgeslim.codegen.emit import render
 
     header, source, arrays = render(_environment(), name=name, graph=graph, steps=steps,
-                                    plan=plan, root=root, sha256=sha, macs=macs,
+                                    placement=placement, root=root, sha256=sha, macs=macs,
                                     features=features)
 
     out_dir = Path(out_dir)
@@ -252,12 +287,21 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
                s.macs, s.lut4 is not None, s.note)
         for s in steps
     ]
+    for i, mode in placement.modes.items():
+        if mode == schedule.INPLACE:
+            ops[i].schedule = "inplace"
+            ops[i].function = "es_depthwise_conv2d_s8_inplace"
+            ops[i].note = "in place (reference kernel)" if steps[i].call_args else ops[i].note
+        elif mode == schedule.FUSE:
+            for a, b in ((i, i + 1), (i + 1, i)):
+                ops[a].schedule, ops[a].fused_with = "fused", ops[b].index
     return CodegenResult(
         name=name, header=files[0], source=files[1], arena_size=plan.arena_size, plan=plan,
         ops=ops, macs=macs, model_sha256=sha,
         input_bytes=graph.tensors[graph.inputs[0]].nbytes,
         output_bytes=graph.tensors[graph.outputs[0]].nbytes,
         const_bytes=int(const_bytes), files=files, features=features,
+        layer_by_layer=layered.plan,
     )
 
 

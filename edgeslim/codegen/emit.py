@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import replace
+
 from edgeslim.codegen.graph import Graph
 from edgeslim.codegen.lowering import ConstArray, Step
-from edgeslim.codegen.memplan import MemoryPlan
+from edgeslim.codegen.schedule import FUSE, INPLACE, PLAIN, REVERSE, Placement, Rows
 
 # Kernel sources in dependency order (a kernel file may use any file listed before it).
 KERNEL_ORDER = (
     "fixedpoint", "simd", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4",
-    "conv_dsp", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_dsp",
+    "conv_dsp", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_inplace",
+    "depthwise_conv_dsp",
     "fully_connected", "fully_connected_lut4", "pooling", "mean", "add", "mul", "softmax",
     "logistic", "tanh", "hard_swish", "pad", "concatenation", "quantize", "copy",
 )
@@ -97,13 +100,14 @@ def pointer(graph: Graph, root: dict, plan_offsets: dict, tensor: int, const_nam
     return f"(arena + {off})"
 
 
-def specializations(steps: list[Step]) -> tuple[list[dict], dict[int, str]]:
+def specializations(steps: list[Step]) -> tuple[list[dict], dict[str, str]]:
     """One C function per optimized kernel and distinct set of constant arguments (shapes,
     offsets, flags), taking the op's constant arrays as parameters: the compiler specializes
     the always-inline kernel for those constants once, and ops of the same shape (the
-    repeated blocks of a network) share that code instead of each inlining its own."""
+    repeated blocks of a network) share that code instead of each inlining its own.
+    Returns the functions and, per call (its params_name), the function it calls."""
     specs: dict[tuple, dict] = {}
-    spec_of: dict[int, str] = {}
+    spec_of: dict[str, str] = {}
     for s in steps:
         if not s.call_args:
             continue
@@ -120,42 +124,167 @@ def specializations(steps: list[Step]) -> tuple[list[dict], dict[int, str]]:
             specs[key] = dict(name=f"{s.function}_{len(specs)}", function=s.function,
                               scratch=bool(s.scratch_bytes), args=args,
                               array_types=array_types, ops=[])
-        specs[key]["ops"].append(s.op.index)
-        spec_of[s.op.index] = specs[key]["name"]
+        if s.op.index not in specs[key]["ops"]:
+            specs[key]["ops"].append(s.op.index)
+        spec_of[s.params_name] = specs[key]["name"]
     return list(specs.values()), spec_of
 
 
-def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan, root: dict,
+def _shaped(step: Step, variant: str, **shape) -> Step:
+    """The step's kernel called on a part of its tensors: the same constants, other shape
+    fields (in the params struct, or in an optimized kernel's constant arguments)."""
+    new = replace(step, variant=variant, params=dict(step.params))
+    if step.call_args:
+        names = CALL_SHAPES[step.function]
+        args = list(step.call_args)
+        for k, v in shape.items():
+            args[names.index(k)] = str(int(v))
+        new.call_args = args
+    else:
+        new.params.update(shape)
+    return new
+
+
+# the leading constant arguments of the optimized kernels, in order (lowering.py)
+CALL_SHAPES = {
+    "es_conv2d_s8_dsp": ("batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c",
+                         "filter_h", "filter_w", "stride_h", "stride_w", "dilation_h",
+                         "dilation_w", "pad_h", "pad_w"),
+    "es_depthwise_conv2d_s8_dsp": ("batches", "in_h", "in_w", "in_c", "out_h", "out_w",
+                                   "filter_h", "filter_w", "stride_h", "stride_w",
+                                   "dilation_h", "dilation_w", "pad_h", "pad_w"),
+}
+
+
+def fused_calls(dw: Step, pw: Step, rows: Rows, direction: str) -> list[dict]:
+    """The row loops of a fused depthwise -> 1x1 pair: consecutive output rows whose
+    depthwise window has the same height and top padding share one loop, with one call of
+    each kernel per row (the depthwise kernel on the rows the window reads, into the band;
+    the 1x1 kernel on the band, into the output row)."""
+    loops: list[dict] = []
+    for r, (lo, n_in, pad) in enumerate(rows.row_windows()):
+        if loops and (loops[-1]["n_in"], loops[-1]["pad"]) == (n_in, pad):
+            loops[-1]["r1"] = r + 1
+            continue
+        g = len(loops)
+        loops.append(dict(r0=r, r1=r + 1, n_in=n_in, pad=pad,
+                          base=pad - rows.pad,  # first input row read = r * stride + base
+                          dw=_shaped(dw, f"_rows{g}", in_h=n_in, out_h=1, pad_h=pad),
+                          pw=None))
+    pw_row = _shaped(pw, "_row", in_h=1, out_h=1)
+    for loop in loops:
+        loop["pw"] = pw_row
+    if direction == REVERSE:
+        loops.reverse()
+    return loops
+
+
+def render(env, *, name: str, graph: Graph, steps: list[Step], placement: Placement, root: dict,
            sha256: str, macs: int, features=()) -> tuple[str, str, list[ConstArray]]:
     """The header and source text, and every constant array the source defines."""
-    offsets = {b.name: b.offset for b in plan.buffers}
-    arrays: list[ConstArray] = [a for s in steps for a in s.arrays]
+    plan = placement.plan
+    offsets = placement.offsets
     const_names: dict[int, str] = {}
+    consts: list[ConstArray] = []
     for s in steps:
         for t in s.inputs:
             ten = graph.tensors[t]
             if ten.is_constant and t not in const_names:
                 const_names[t] = f"t{t}_const"
-                arrays.append(ConstArray(f"t{t}_const", CTYPES[ten.dtype], ten.data.ravel()))
-    used = {k for s in steps if not s.alias for k in s.kernels} | {"fixedpoint"}
-    uses_math = any(s.function == "es_quantize_f32_s8" for s in steps)
-    specs, spec_of = specializations(steps)
-    step_ctx = []
-    for s in steps:
-        step_ctx.append(dict(
-            index=s.op.index, opcode=s.op.opcode, layer=graph.layer_name(s.op).replace("*/", "* /"),
+                consts.append(ConstArray(f"t{t}_const", CTYPES[ten.dtype], ten.data.ravel()))
+
+    def ptr(t: int) -> str:
+        return pointer(graph, root, offsets, t, const_names)
+
+    def scratch_of(s: Step) -> str | None:
+        key = f"op{s.op.index}_scratch"
+        return f"(arena + {offsets[key]})" if s.scratch_bytes else None
+
+    # what runs, in order: a step, a step in place, or a fused pair's row loops
+    program: list[tuple[str, object]] = []
+    emitted: list[Step] = []
+    skip = set()
+    for i, s in enumerate(steps):
+        if i in skip:
+            continue
+        mode = placement.modes.get(i, PLAIN)
+        if mode == FUSE:
+            pw, rows = steps[i + 1], Rows.of(s.shape)
+            skip.add(i + 1)
+            loops = fused_calls(s, pw, rows, placement.directions[i])
+            program.append(("fused", (s, pw, rows, loops, placement.directions[i])))
+            emitted += [c for lp in loops for c in (lp["dw"], lp["pw"])]
+        elif mode == INPLACE:
+            ref = replace(s.reference or s, function="es_depthwise_conv2d_s8_inplace",
+                          kernels=("depthwise_conv", "depthwise_conv_inplace"))
+            program.append(("inplace", ref))
+            emitted.append(ref)
+        else:
+            program.append(("step", s))
+            emitted.append(s)
+
+    arrays: list[ConstArray] = []
+    seen_arrays = set()
+    for s in emitted:
+        for a in s.arrays:
+            if a.name not in seen_arrays:
+                seen_arrays.add(a.name)
+                arrays.append(a)
+    arrays += consts
+    used = {k for s in emitted if not s.alias for k in s.kernels} | {"fixedpoint"}
+    uses_math = any(s.function == "es_quantize_f32_s8" for s in emitted)
+    specs, spec_of = specializations(emitted)
+
+    def call(s: Step, args: list[str], out: str, scratch: str | None) -> dict:
+        return dict(
+            index=s.op.index, opcode=s.op.opcode,
+            layer=graph.layer_name(s.op).replace("*/", "* /"),
             function=s.function, params_type=s.params_type, params_name=s.params_name,
             params=[(k, c_value(v)) for k, v in s.params.items()],
-            args=[pointer(graph, root, offsets, t, const_names) for t in s.inputs],
-            out=pointer(graph, root, offsets, s.outputs[0], const_names),
-            alias=s.alias, input_list=s.input_list, size_arg=s.size_arg,
+            args=args, out=out, alias=s.alias, input_list=s.input_list, size_arg=s.size_arg,
             lut4=s.lut4, lut4_params=[(k, c_value(v)) for k, v in s.extra_params.items()],
-            scratch=(f"(arena + {offsets[f'op{s.op.index}_scratch']})" if s.scratch_bytes
-                     else None),
-            call_args=s.call_args,
-            spec=spec_of.get(s.op.index),
+            scratch=scratch, call_args=s.call_args, spec=spec_of.get(s.params_name),
             spec_arrays=[a for a in (s.call_args or []) if a in {x.name for x in s.arrays}],
-        ))
+            inplace=False, fused=None,
+        )
+
+    step_ctx = []
+    decls = []
+    for kind, item in program:
+        if kind == "step":
+            s = item
+            c = call(s, [ptr(t) for t in s.inputs], ptr(s.outputs[0]), scratch_of(s))
+            step_ctx.append(c)
+            decls.append(c)
+        elif kind == "inplace":
+            s = item
+            c = call(s, [ptr(s.inputs[0])], ptr(s.outputs[0]),
+                     f"(arena + {offsets[f'op{s.op.index}_temp']})")
+            c["inplace"] = True
+            step_ctx.append(c)
+            decls.append(c)
+        else:
+            dw, pw, rows, loops, direction = item
+            x, y = ptr(dw.inputs[0]), ptr(pw.outputs[0])
+            band = f"(arena + {offsets[f'op{dw.op.index}_band']})"
+            row_out = graph.tensors[pw.outputs[0]].nbytes // rows.out_h
+            ctx_loops = []
+            for lp in loops:
+                start = f"r * {rows.stride}" + (f" + {lp['base']}" if lp["base"] > 0 else
+                                                f" - {-lp['base']}" if lp["base"] < 0 else "")
+                d = call(lp["dw"], [f"{x} + ({start}) * {rows.row_in}"], band, None)
+                p = call(lp["pw"], [band], f"{y} + r * {row_out}", scratch_of(pw))
+                ctx_loops.append(dict(r0=lp["r0"], r1=lp["r1"], dw=d, pw=p))
+                for c in (d, p):
+                    if c["params_name"] not in {x_["params_name"] for x_ in decls}:
+                        decls.append(c)
+            c = call(dw, [], "", None)
+            c["fused"] = dict(pw_index=pw.op.index, pw_opcode=pw.op.opcode,
+                              pw_layer=graph.layer_name(pw.op).replace("*/", "* /"),
+                              reverse=direction == REVERSE, loops=ctx_loops,
+                              band=rows.row_mid)
+            step_ctx.append(c)
+
     ios = []
     for role, idx in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
         t = graph.tensors[idx]
@@ -174,7 +303,7 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], plan: MemoryPlan,
         specs=specs,
         arrays=[dict(name=a.name, ctype=a.ctype, length=max(1, np.asarray(a.values).size),
                      rows=array_rows(a)) for a in arrays],
-        steps=step_ctx,
+        steps=step_ctx, decls=decls,
     )
     header = env.get_template("model.h.j2").render(**ctx)
     source = env.get_template("model.c.j2").render(**ctx)

@@ -48,6 +48,13 @@ class Rows:
     row_in: int  # bytes of one input row
     row_mid: int  # bytes of one output row (the band's row when fused)
 
+    @classmethod
+    def of(cls, g: dict) -> "Rows":
+        """From a DEPTHWISE_CONV_2D's shape fields (its reference params)."""
+        return cls(g["in_h"], g["out_h"], g["stride_h"], g["pad_h"],
+                   (g["filter_h"] - 1) * g["dilation_h"] + 1, g["in_w"] * g["in_c"],
+                   g["out_w"] * g["in_c"] * g["depth_multiplier"])
+
     def first_row(self, r: int) -> int:
         """The first input row output row ``r`` reads (clamped into the input)."""
         return min(max(r * self.stride - self.pad, 0), self.in_h)
