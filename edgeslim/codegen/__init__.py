@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.codegen import memplan, schedule
+from edgeslim.codegen.emit import io_names
 from edgeslim.codegen.graph import Graph, read_graph
 from edgeslim.codegen.lowering import SUPPORTED, Step, lower
 from edgeslim.errors import CodegenError
@@ -67,13 +68,16 @@ class CodegenResult:
     ops: list[OpInfo]
     macs: int
     model_sha256: str
-    input_bytes: int
+    input_bytes: int  # all inputs (several: packed as <name>_invoke_packed reads them)
     output_bytes: int
     const_bytes: int  # weights, parameters and constant operands, before the compiler's layout
     files: list[Path] = field(default_factory=list)
     features: tuple[str, ...] = ()  # the cpu.features that chose the kernels
     # the plan of executing one whole layer at a time, which the schedule went below
     layer_by_layer: memplan.MemoryPlan | None = None
+    # per input / output: C name, tensor, dtype, shape, bytes, offset in the packed buffer
+    inputs: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
 
     @property
     def peak(self) -> int:
@@ -94,6 +98,8 @@ class CodegenResult:
             "memory_plan": self._plan_report(),
             "scratch_buffers": sum(b.name.endswith("_scratch") for b in self.plan.buffers),
             "io_bytes": {"input": self.input_bytes, "output": self.output_bytes},
+            "inputs": self.inputs,
+            "outputs": self.outputs,
             "const_bytes": self.const_bytes,
             "features": list(self.features),
             "macs": self.macs,
@@ -122,33 +128,56 @@ def _check_name(name: str) -> None:
         )
 
 
+def io_layout(graph: Graph) -> tuple[list[dict], list[dict]]:
+    """Per input and output: its C name, tensor, type, shape, bytes and offset in the packed
+    buffers of ``<name>_invoke_packed`` (concatenated in order, each 4-byte aligned)."""
+    out = []
+    for names, idxs in zip(io_names(graph), (graph.inputs, graph.outputs)):
+        offset, items = 0, []
+        for n, i in zip(names, idxs):
+            t = graph.tensors[i]
+            items.append(dict(name=n, tensor=t.name, dtype=t.dtype, shape=list(t.shape),
+                              bytes=t.nbytes, offset=offset))
+            offset = memplan._align(offset + t.nbytes)
+        out.append(items)
+    return out[0], out[1]
+
+
+def _packed_bytes(items: list[dict]) -> int:
+    return items[-1]["offset"] + items[-1]["bytes"]
+
+
 def _check_io(graph: Graph) -> None:
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+    if not graph.inputs or not graph.outputs:
         raise CodegenError(
-            f"the C backend handles models with one input and one output; this one has "
-            f"{len(graph.inputs)} inputs and {len(graph.outputs)} outputs",
-            hint="build the TFLite Micro bundle instead (the default backend)",
-        )
-    for role, idx in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
-        t = graph.tensors[idx]
-        if t.dtype not in ("INT8", "FLOAT32"):
-            raise CodegenError(
-                f"the model's {role} '{t.name}' is {t.dtype}; the C backend takes int8 or float32",
-                hint="convert with inference_input_type/inference_output_type tf.int8",
-            )
-    if graph.inputs[0] == graph.outputs[0]:
-        raise CodegenError("the model's input is its output: there is nothing to generate",
+            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; the C "
+            "backend needs at least one of each", hint="check the model")
+    for role, idxs in (("input", graph.inputs), ("output", graph.outputs)):
+        if len(set(idxs)) != len(idxs):
+            raise CodegenError(f"the model lists one tensor twice among its {role}s",
+                               hint="check the model")
+        for idx in idxs:
+            t = graph.tensors[idx]
+            if t.dtype not in ("INT8", "FLOAT32"):
+                raise CodegenError(
+                    f"the model's {role} '{t.name}' is {t.dtype}; the C backend takes int8 or float32",
+                    hint="convert with inference_input_type/inference_output_type tf.int8",
+                )
+    both = set(graph.inputs) & set(graph.outputs)
+    if both:
+        name = graph.tensors[sorted(both)[0]].name
+        raise CodegenError(f"the model's input '{name}' is also its output: nothing computes it",
                            hint="check the model")
 
 
 def _resolve(graph: Graph, steps: list[Step]) -> tuple[dict, dict[str, int]]:
     """Map each activation tensor to its storage (input/output/an arena buffer) and give
     each storage its size. An aliasing step writing the model's output becomes a copy."""
-    g_in, g_out = graph.inputs[0], graph.outputs[0]
-    root: dict[int, str] = {g_in: "input", g_out: "output"}
+    ins, outs = io_names(graph)
+    root: dict[int, str] = {**dict(zip(graph.inputs, ins)), **dict(zip(graph.outputs, outs))}
     for s in steps:
         out = s.outputs[0]
-        if s.alias and (out == g_out or graph.tensors[s.inputs[0]].is_constant):
+        if s.alias and (out in graph.outputs or graph.tensors[s.inputs[0]].is_constant):
             s.alias = False  # the caller's buffer, or flash: copy (es_copy_bytes)
         if s.alias:
             root[out] = root.get(s.inputs[0], f"t{s.inputs[0]}")
@@ -165,9 +194,6 @@ def _resolve(graph: Graph, steps: list[Step]) -> tuple[dict, dict[str, int]]:
         for t in s.outputs:
             size[root[t]] = max(size.get(root[t], 0), graph.tensors[t].nbytes)
     return root, size
-
-
-EXTERNAL = {"input", "output"}  # the caller's buffers, not in the arena
 
 
 def _nodes(graph: Graph, steps: list[Step], root: dict) -> list[schedule.Node]:
@@ -254,8 +280,9 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     steps = lower(graph, pack_weights=pack_weights, features=features)
     root, sizes = _resolve(graph, steps)
     nodes = _nodes(graph, steps, root)
-    layered = schedule.place(nodes, sizes, EXTERNAL, {})
-    placement = layered if layer_by_layer else schedule.choose(nodes, sizes, EXTERNAL)
+    external = set(sum(io_names(graph), []))  # the caller's buffers, not in the arena
+    layered = schedule.place(nodes, sizes, external, {})
+    placement = layered if layer_by_layer else schedule.choose(nodes, sizes, external)
     plan = placement.plan
     sha = hashlib.sha256(bytes(model_bytes)).hexdigest()
     macs = sum(s.macs for s in steps)
@@ -280,6 +307,7 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    inputs, outputs = io_layout(graph)
     # every array the source defines, the t{N}_const operands included
     const_bytes = sum(np.asarray(a.values).size * _ctype_size(a.ctype) for a in arrays)
     ops = [
@@ -298,8 +326,8 @@ def generate(model_bytes: bytes, out_dir: Path, *, name: str,
     return CodegenResult(
         name=name, header=files[0], source=files[1], arena_size=plan.arena_size, plan=plan,
         ops=ops, macs=macs, model_sha256=sha,
-        input_bytes=graph.tensors[graph.inputs[0]].nbytes,
-        output_bytes=graph.tensors[graph.outputs[0]].nbytes,
+        input_bytes=_packed_bytes(inputs), output_bytes=_packed_bytes(outputs),
+        inputs=inputs, outputs=outputs,
         const_bytes=int(const_bytes), files=files, features=features,
         layer_by_layer=layered.plan,
     )

@@ -50,6 +50,17 @@ CTYPES = {"INT8": "int8_t", "FLOAT32": "float", "INT32": "int32_t", "INT16": "in
 ROW = 16
 
 
+def io_names(graph: Graph) -> tuple[list[str], list[str]]:
+    """The C parameter names of the model's inputs and outputs: ``input`` and ``output``
+    for a single-input, single-output model (the API it always had), else ``input0``,
+    ``input1``, ... and ``output0``, ..."""
+
+    def names(role: str, n: int) -> list[str]:
+        return [role] if n == 1 else [f"{role}{i}" for i in range(n)]
+
+    return names("input", len(graph.inputs)), names("output", len(graph.outputs))
+
+
 def c_float(x) -> str:
     """An exact C99 float literal (hexadecimal), e.g. 0x1.0p-8f."""
     v = float(np.float32(x))
@@ -88,10 +99,8 @@ def pointer(graph: Graph, root: dict, plan_offsets: dict, tensor: int, const_nam
         return const_names[tensor]
     r = root[tensor]
     dtype = graph.tensors[tensor].dtype
-    if r == "input":
-        return "input"
-    if r == "output":
-        return "output"
+    if r not in plan_offsets:  # the caller's input or output (the C parameter's name)
+        return r
     off = plan_offsets[r]
     if dtype == "FLOAT32":
         return f"(float *)(void *)(arena + {off})"
@@ -286,18 +295,33 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], placement: Placem
             step_ctx.append(c)
 
     ios = []
-    for role, idx in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
-        t = graph.tensors[idx]
-        quantized = t.dtype == "INT8" and t.scales.size > 0
-        ios.append(dict(
-            role=role, ROLE=role.upper(), ctype=CTYPES[t.dtype], shape=list(t.shape),
-            tensor=t.name.replace("*/", "* /"), size=t.size, nbytes=t.nbytes, quantized=quantized,
-            scale_c=c_float(t.scale) if quantized else "", scale_text=f"{t.scale:.9g}",
-            zero_point=t.zero_point,
-        ))
+    names = io_names(graph)
+    for role, idxs, cnames in (("input", graph.inputs, names[0]), ("output", graph.outputs, names[1])):
+        offset = 0
+        for k, (idx, cname) in enumerate(zip(idxs, cnames)):
+            t = graph.tensors[idx]
+            quantized = t.dtype == "INT8" and t.scales.size > 0
+            ios.append(dict(
+                role=role, ROLE=cname.upper(), cname=cname, ctype=CTYPES[t.dtype],
+                shape=list(t.shape), tensor=t.name.replace("*/", "* /"), size=t.size,
+                nbytes=t.nbytes, quantized=quantized, offset=offset,
+                const="const " if role == "input" else "",
+                scale_c=c_float(t.scale) if quantized else "", scale_text=f"{t.scale:.9g}",
+                zero_point=t.zero_point, first=k == 0,
+            ))
+            offset = (offset + t.nbytes + 3) // 4 * 4
+    multi = len(ios) > 2
+    ins = [io for io in ios if io["role"] == "input"]
+    outs = [io for io in ios if io["role"] == "output"]
     ctx = dict(
         name=name, NAME=name.upper(), sha256=sha256, arena_size=plan.arena_size, macs=macs,
-        ios=ios, input_ctype=ios[0]["ctype"], output_ctype=ios[1]["ctype"],
+        ios=ios, ins=ins, outs=outs, multi=multi,
+        io_params=", ".join(f"{io['const']}{io['ctype']} *{io['cname']}" for io in ios),
+        io_args=", ".join(io["cname"] for io in ios),
+        input_ctype=ins[0]["ctype"], output_ctype=outs[0]["ctype"],
+        packed_inputs=ins[-1]["offset"] + ins[-1]["nbytes"],
+        packed_outputs=outs[-1]["offset"] + outs[-1]["nbytes"],
+        has_float_io=any(io["ctype"] == "float" for io in ios),
         uses_math=uses_math,
         kernels=kernel_paths(env, [k for k in KERNEL_ORDER if k in used], features),
         specs=specs,
