@@ -267,6 +267,7 @@ def build_prebuilt(
                   "already_converted": True, "sha256": pre.sha256,
                   "input": {"type": pre.input_type, "shape": list(pre.input_shape)},
                   "output": {"type": pre.output_type, "shape": list(pre.output_shape)},
+                  "inputs": pre.n_inputs, "outputs": pre.n_outputs,
                   "float_edges": list(pre.bridge_ops),
                   "notes": ["came in already converted: no compression or conversion stage ran"]},
         "target": _target_dict(tgt),

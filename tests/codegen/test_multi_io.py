@@ -144,6 +144,11 @@ def test_edgeslim_build_backend_c(mio, tmp_path):
     cg = json.loads((b / "report.json").read_text())["codegen"]
     assert [i["name"] for i in cg["inputs"]] == ["input0", "input1"]
     assert [o["name"] for o in cg["outputs"]] == ["output0", "output1"]
+    plan = cg["memory_plan"]
+    assert plan["arena_size"] < plan["layer_by_layer"]["arena_size"]
+    md = (b / "report.md").read_text()
+    assert "input (the first of 2)" in md and "## C library memory plan" in md
+    assert f"Arena **{plan['arena_size']} B**" in md and "fused with operator" in md
     # bench compares one output per sample: refused clearly, before any firmware is built
     res = CliRunner().invoke(cli, ["emulate", str(b), "--bench", "-n", "2"], obj={"debug": False})
     assert res.exit_code == 2, res.output
