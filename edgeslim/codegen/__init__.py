@@ -11,12 +11,13 @@ render the templates (emit.py, firmware_templates/c/).
 from __future__ import annotations
 
 import functools
+import math
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,12 @@ def _nodes(graph: Graph, steps: list[Step], root: dict) -> list[schedule.Node]:
                                and g["pad_h"] == 0 and g["in_h"] == g["out_h"]
                                and g["filter_in_c"] == g["in_c"])
         nodes.append(n)
+    for i, n in enumerate(nodes[:-1]):
+        if n.rows is not None and nodes[i + 1].pointwise and steps[i + 1].call_args:
+            # the DSP 1x1 kernel computes four pixels per pass: fused, give it bands of
+            # whole passes (a band of one 5-pixel row would leave one pixel to the slow path)
+            width = steps[i + 1].shape["out_w"]
+            n.rows = replace(n.rows, band=4 // math.gcd(width, 4))
     return nodes
 
 

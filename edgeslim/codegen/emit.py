@@ -166,23 +166,26 @@ CALL_SHAPES = {
 
 
 def fused_calls(dw: Step, pw: Step, rows: Rows, direction: str) -> list[dict]:
-    """The row loops of a fused depthwise -> 1x1 pair: consecutive output rows whose
-    depthwise window has the same height and top padding share one loop, with one call of
-    each kernel per row (the depthwise kernel on the rows the window reads, into the band;
-    the 1x1 kernel on the band, into the output row)."""
+    """The band loops of a fused depthwise -> 1x1 pair: consecutive bands whose depthwise
+    window has the same height and top padding (and the same number of rows) share one
+    loop, with one call of each kernel per band (the depthwise kernel on the input rows the
+    band reads, into the band buffer; the 1x1 kernel on the band, into the output rows)."""
     loops: list[dict] = []
-    for r, (lo, n_in, pad) in enumerate(rows.row_windows()):
-        if loops and (loops[-1]["n_in"], loops[-1]["pad"]) == (n_in, pad):
-            loops[-1]["r1"] = r + 1
+    pws: dict[int, Step] = {}
+    for r, n in rows.bands():
+        y0 = r * rows.stride - rows.pad
+        lo, hi = rows.first_row(r), rows.end_row(r + n - 1)
+        key = (hi - lo, lo - y0, n)
+        if loops and loops[-1]["key"] == key:
+            loops[-1]["last"] = r
             continue
+        if n not in pws:
+            pws[n] = _shaped(pw, f"_band{len(pws)}", in_h=n, out_h=n)
         g = len(loops)
-        loops.append(dict(r0=r, r1=r + 1, n_in=n_in, pad=pad,
-                          base=pad - rows.pad,  # first input row read = r * stride + base
-                          dw=_shaped(dw, f"_rows{g}", in_h=n_in, out_h=1, pad_h=pad),
-                          pw=None))
-    pw_row = _shaped(pw, "_row", in_h=1, out_h=1)
-    for loop in loops:
-        loop["pw"] = pw_row
+        loops.append(dict(key=key, first=r, last=r, step=rows.band,
+                          base=(lo - y0) - rows.pad,  # first input row read = r * stride + base
+                          dw=_shaped(dw, f"_rows{g}", in_h=hi - lo, out_h=n, pad_h=lo - y0),
+                          pw=pws[n]))
     if direction == REVERSE:
         loops.reverse()
     return loops
@@ -218,7 +221,7 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], placement: Placem
             continue
         mode = placement.modes.get(i, PLAIN)
         if mode == FUSE:
-            pw, rows = steps[i + 1], Rows.of(s.shape)
+            pw, rows = steps[i + 1], placement.rows[i]
             skip.add(i + 1)
             loops = fused_calls(s, pw, rows, placement.directions[i])
             program.append(("fused", (s, pw, rows, loops, placement.directions[i])))
@@ -283,7 +286,8 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], placement: Placem
                                                 f" - {-lp['base']}" if lp["base"] < 0 else "")
                 d = call(lp["dw"], [f"{x} + ({start}) * {rows.row_in}"], band, None)
                 p = call(lp["pw"], [band], f"{y} + r * {row_out}", scratch_of(pw))
-                ctx_loops.append(dict(r0=lp["r0"], r1=lp["r1"], dw=d, pw=p))
+                ctx_loops.append(dict(first=lp["first"], last=lp["last"], step=lp["step"],
+                                      dw=d, pw=p))
                 for c in (d, p):
                     if c["params_name"] not in {x_["params_name"] for x_ in decls}:
                         decls.append(c)
@@ -291,7 +295,7 @@ def render(env, *, name: str, graph: Graph, steps: list[Step], placement: Placem
             c["fused"] = dict(pw_index=pw.op.index, pw_opcode=pw.op.opcode,
                               pw_layer=graph.layer_name(pw.op).replace("*/", "* /"),
                               reverse=direction == REVERSE, loops=ctx_loops,
-                              band=rows.row_mid)
+                              band=rows.band_bytes, band_rows=rows.band)
             step_ctx.append(c)
 
     ios = []

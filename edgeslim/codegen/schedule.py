@@ -9,10 +9,11 @@ at once; the memory plan (memplan.py) reaches that bound. Two schedules go below
   a time into a temporary of ``out_h * out_w`` bytes and copies it back over the input's
   channel: input and output are one buffer.
 - **Fused depthwise -> pointwise over rows** (MCUNetV2's patch-based inference): a
-  DEPTHWISE_CONV_2D followed by the only reader of its output, a 1x1 CONV_2D, runs row
-  by row: one depthwise output row into a band buffer, then the 1x1 convolution of that
-  row into the output. The intermediate tensor never exists, and no row is computed
-  twice (the band moves one row at a time, so there is no halo to recompute). When the
+  DEPTHWISE_CONV_2D followed by the only reader of its output, a 1x1 CONV_2D, runs band
+  by band: a few depthwise output rows into a band buffer, then the 1x1 convolution of
+  those rows into the output. The intermediate tensor never exists, and no row is
+  computed twice (bands do not overlap: a 1x1 convolution has no halo, and the
+  depthwise rows of the next band are computed from the input, which is still there). When the
   depthwise input dies at that step, the output is placed over it, shifted by the few
   rows the remaining depthwise rows still read (``forward_gap``); rows may also run
   bottom-up with the output shifted the other way (``reverse_gap``), which a chain of
@@ -47,6 +48,15 @@ class Rows:
     span: int  # (filter_h - 1) * dilation_h + 1: the input rows one output row reads
     row_in: int  # bytes of one input row
     row_mid: int  # bytes of one output row (the band's row when fused)
+    band: int = 1  # output rows computed per band when fused
+
+    @property
+    def band_bytes(self) -> int:
+        return min(self.band, self.out_h) * self.row_mid
+
+    def bands(self) -> list[tuple[int, int]]:
+        """(first output row, rows) of each band, top-down."""
+        return [(r, min(self.band, self.out_h - r)) for r in range(0, self.out_h, self.band)]
 
     @classmethod
     def of(cls, g: dict) -> "Rows":
@@ -63,32 +73,24 @@ class Rows:
         """One past the last input row output row ``r`` reads (clamped into the input)."""
         return min(max(r * self.stride - self.pad + self.span, 0), self.in_h)
 
-    def row_windows(self) -> list[tuple[int, int, int]]:
-        """Per output row: (first input row read, number of rows read, top padding of that
-        window); a depthwise call on those rows with that padding computes the row."""
-        out = []
-        for r in range(self.out_h):
-            y0 = r * self.stride - self.pad
-            lo, hi = self.first_row(r), self.end_row(r)
-            out.append((lo, hi - lo, lo - y0))
-        return out
-
 
 def forward_gap(rows: Rows, row_out: int) -> int:
-    """Bytes the output must start before the input when rows run top-down and output row
-    r overwrites what only rows < r read: after row r, rows > r still read input rows from
-    first_row(r + 1) on."""
+    """Bytes the output must start before the input when bands run top-down: after the
+    band ending at row e, output rows < e are written and the later bands still read input
+    rows from first_row(e) on."""
     need = 0
-    for r in range(rows.out_h - 1):
-        need = max(need, (r + 1) * row_out - rows.first_row(r + 1) * rows.row_in)
+    for r, n in rows.bands()[:-1]:
+        e = r + n
+        need = max(need, e * row_out - rows.first_row(e) * rows.row_in)
     return _up(need)
 
 
 def reverse_gap(rows: Rows, row_out: int) -> int:
-    """Bytes the output must start after the input when rows run bottom-up: after row r,
-    rows < r still read input rows up to end_row(r - 1)."""
+    """Bytes the output must start after the input when bands run bottom-up: after the band
+    starting at row r, output rows >= r are written and the bands above still read input
+    rows up to end_row(r - 1)."""
     need = 0
-    for r in range(1, rows.out_h):
+    for r, _ in rows.bands()[1:]:
         need = max(need, rows.end_row(r - 1) * rows.row_in - r * row_out)
     return _up(need)
 
@@ -118,6 +120,7 @@ class Placement:
     modes: dict[int, str]  # node index -> PLAIN / INPLACE / FUSE (depthwise nodes only)
     directions: dict[int, str] = field(default_factory=dict)  # fused node -> FORWARD/REVERSE
     groups: dict[str, list[str]] = field(default_factory=dict)  # buffer -> tensors sharing it
+    rows: dict[int, Rows] = field(default_factory=dict)  # fused node -> its row geometry
 
     @property
     def arena_size(self) -> int:
@@ -242,7 +245,7 @@ def place(nodes: list[Node], sizes: dict[str, int], external: set[str],
             if nodes[i + 1].scratch:
                 buffers.append(memplan.Buffer(f"{nodes[i + 1].name}_scratch",
                                               nodes[i + 1].scratch, i, end))
-            buffers.append(memplan.Buffer(f"{n.name}_band", n.rows.row_mid, i, end))
+            buffers.append(memplan.Buffer(f"{n.name}_band", n.rows.band_bytes, i, end))
         elif mode == INPLACE:
             buffers.append(memplan.Buffer(f"{n.name}_temp", n.inplace, i, i))
     plan = memplan.plan(buffers)
@@ -253,7 +256,8 @@ def place(nodes: list[Node], sizes: dict[str, int], external: set[str],
         for m in ms:
             offsets[m] = base + rel[m]
     return Placement(plan, offsets, dict(modes), directions,
-                     {g: list(ms) for g, ms in members.items()})
+                     {g: list(ms) for g, ms in members.items()},
+                     {i: nodes[i].rows for i in fused})
 
 
 def choose(nodes: list[Node], sizes: dict[str, int], external: set[str]) -> Placement:

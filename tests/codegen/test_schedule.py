@@ -92,19 +92,20 @@ def simulate(nodes: list[Node], sizes: dict[str, int], external: set[str],
             skip.add(i + 1)
             x, y, rows = n.reads[0], pw.write, n.rows
             row_out = sizes[y] // rows.out_h
-            order = range(rows.out_h)
-            if placement.directions[i] == schedule.REVERSE:
-                order = reversed(order)
             band = f"{n.name}_band"
-            b_addr = off[band] + np.arange(rows.row_mid)
-            for r in order:
-                read(x, rows.first_row(r) * rows.row_in, rows.end_row(r) * rows.row_in,
-                     f"{n.name} row {r}")
+            bands = rows.bands()
+            if placement.directions[i] == schedule.REVERSE:
+                bands = bands[::-1]
+            for r, k in bands:  # k output rows from row r
+                b_addr = off[band] + np.arange(k * rows.row_mid)
+                assert k * rows.row_mid <= rows.band_bytes
+                read(x, rows.first_row(r) * rows.row_in, rows.end_row(r + k - 1) * rows.row_in,
+                     f"{n.name} rows {r}..{r + k - 1}")
                 scratch(f"{n.name}_scratch")
-                arena.write(b_addr, 10**7 + i, np.arange(rows.row_mid))
+                arena.write(b_addr, 10**7 + i, np.arange(b_addr.size))
                 scratch(f"{pw.name}_scratch")
-                arena.read(b_addr, 10**7 + i, np.arange(rows.row_mid), band)
-                write(y, r * row_out, (r + 1) * row_out)
+                arena.read(b_addr, 10**7 + i, np.arange(b_addr.size), band)
+                write(y, r * row_out, (r + k) * row_out)
     return arena.high
 
 
@@ -118,7 +119,8 @@ def _dw_geometry(rng, shape=None):
         pad = max(0, ((out_h - 1) * stride + eff - h) // 2)
     else:  # VALID
         out_h, pad = (h - eff) // stride + 1, 0
-    return h, w, c, out_h, Rows(h, out_h, stride, pad, eff, w * c, w * c)
+    return h, w, c, out_h, Rows(h, out_h, stride, pad, eff, w * c, w * c,
+                                band=int(rng.integers(1, 4)))
 
 
 def random_graph(seed: int):
@@ -150,7 +152,7 @@ def random_graph(seed: int):
                 nodes.append(Node(f"op{len(nodes)}", srcs, x, scratch=scratch))
             prev = None
             if rng.random() < 0.5 and rows.stride == 1 and out_h == h:
-                rows = Rows(h, h, 1, rows.pad, rows.span, w * c, w * c)
+                rows = Rows(h, h, 1, rows.pad, rows.span, w * c, w * c, band=rows.band)
                 inplace = h * w
             else:
                 inplace = 0
@@ -277,6 +279,18 @@ def test_ds_cnn_blocks_fuse_into_one_tensor_plus_two_rows():
     # the chain alternates directions and stays within one tensor + one row, + the band
     assert [p.directions[i] for i in (1, 3, 5, 7)] == ["forward", "reverse"] * 2
     assert p.arena_size == 8000 + 320 + 320
+    assert simulate(nodes, sizes, external, p) == p.plan.peak
+
+
+def test_ds_cnn_blocks_with_four_row_bands():
+    """Bands of 4 rows (the DSP kernels' choice for a 5-pixel row): the same one-row gap,
+    a 4-row band buffer."""
+    nodes, sizes, external = kws_like()
+    for n in nodes:
+        if n.rows is not None:
+            n.rows = Rows(25, 25, 1, 1, 3, 320, 320, band=4)
+    p = schedule.choose(nodes, sizes, external)
+    assert p.arena_size == 8000 + 320 + 4 * 320
     assert simulate(nodes, sizes, external, p) == p.plan.peak
 
 
