@@ -139,7 +139,7 @@ def io_layout(graph: Graph) -> tuple[list[dict], list[dict]]:
             t = graph.tensors[i]
             items.append(dict(name=n, tensor=t.name, dtype=t.dtype, shape=list(t.shape),
                               bytes=t.nbytes, offset=offset))
-            offset = memplan._align(offset + t.nbytes)
+            offset = memplan.align(offset + t.nbytes)
         out.append(items)
     return out[0], out[1]
 

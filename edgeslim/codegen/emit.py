@@ -3,9 +3,9 @@ templates in firmware_templates/c/ (the C text lives there, not here)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import replace
+
+import numpy as np
 
 from edgeslim.codegen.graph import Graph
 from edgeslim.codegen.lowering import ConstArray, Step

@@ -82,7 +82,7 @@ def forward_gap(rows: Rows, row_out: int) -> int:
     for r, n in rows.bands()[:-1]:
         e = r + n
         need = max(need, e * row_out - rows.first_row(e) * rows.row_in)
-    return _up(need)
+    return memplan.align(need)
 
 
 def reverse_gap(rows: Rows, row_out: int) -> int:
@@ -92,11 +92,7 @@ def reverse_gap(rows: Rows, row_out: int) -> int:
     need = 0
     for r, _ in rows.bands()[1:]:
         need = max(need, rows.end_row(r - 1) * rows.row_in - r * row_out)
-    return _up(need)
-
-
-def _up(n: int) -> int:
-    return (n + memplan.ALIGNMENT - 1) // memplan.ALIGNMENT * memplan.ALIGNMENT
+    return memplan.align(need)
 
 
 @dataclass

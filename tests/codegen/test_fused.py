@@ -170,8 +170,6 @@ MAX_FUSION_OVERHEAD = {"ref": 1.06, "dsp": 1.10}
 
 @pytest.mark.parametrize("kind", ["ref", "dsp"])
 def test_dscnn_ram_below_the_layer_by_layer_bound_on_m4(kind, tmp_path, chost):
-    from tflite_micro import runtime  # noqa: F401  (the reference below)
-
     model = DSCNN.with_suffix(".tflite").read_bytes()
     x = np.load(str(DSCNN) + "_inputs.npy")[:6]
     want = chost.tflm(model, x).reshape(len(x), -1)
