@@ -133,13 +133,19 @@ def test_bit_exact_on_the_emulated_m4_through_the_packed_api(kind, mio):
         np.testing.assert_array_equal(run.outputs[:, o["offset"]:o["offset"] + o["bytes"]], want)
 
 
-def test_edgeslim_build_backend_c(mio, tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def built(mio):
+    """`edgeslim build mio.tflite --target cortex-m4 --backend c`: the bundle folder."""
+    out = mio["work"] / "out"
     res = CliRunner().invoke(cli, ["build", str(mio["work"] / "mio.tflite"), "--target",
                                    "cortex-m4", "--backend", "c", "-o", str(out)],
                              obj={"debug": False})
     assert res.exit_code == 0, res.output
-    b = out / "cortex-m4"
+    return out / "cortex-m4"
+
+
+def test_edgeslim_build_backend_c(mio, built):
+    b = built
     assert (b / "c" / "mio.c").read_text() == (mio["libs"]["dsp"].source.read_text())
     cg = json.loads((b / "report.json").read_text())["codegen"]
     assert [i["name"] for i in cg["inputs"]] == ["input0", "input1"]
@@ -153,3 +159,26 @@ def test_edgeslim_build_backend_c(mio, tmp_path):
     res = CliRunner().invoke(cli, ["emulate", str(b), "--bench", "-n", "2"], obj={"debug": False})
     assert res.exit_code == 2, res.output
     assert "2 inputs and 2 outputs" in res.output and "Traceback" not in res.output
+
+
+def test_the_harness_firmware_serves_the_packed_inputs(mio, built, tmp_path):
+    """The bundle's device-under-test harness (`edgeslim emulate`) on the emulated M4: the
+    packed inputs loaded over the protocol, both outputs in the results, bit-exact."""
+    from edgeslim.harness.emulate import bundle_firmware
+    from edgeslim.harness.emulator import Emulator
+    from edgeslim.harness.protocol import DutClient
+
+    r = mio["libs"]["dsp"]  # the bundle's library (cortex-m4: DSP kernels)
+    fw = bundle_firmware(built, tmp_path)
+    assert (fw.input_bytes, fw.output_bytes) == (r.input_bytes, r.output_bytes)
+    with Emulator(fw) as emulator, DutClient(emulator.url, timeout=30) as dut:
+        for k in range(3):
+            packed = np.zeros(r.input_bytes, np.int8)
+            for i, x in zip(r.inputs, mio["xs"]):
+                packed[i["offset"]:i["offset"] + i["bytes"]] = x[k].ravel()
+            dut.load(packed.tobytes())
+            dut.infer(1, 0)
+            got = np.frombuffer(dut.results_hex(), np.int8)
+            for o, want in zip(r.outputs, mio["want"]):
+                np.testing.assert_array_equal(got[o["offset"]:o["offset"] + o["bytes"]], want[k])
+
