@@ -42,10 +42,19 @@ class Prebuilt:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     bridge_ops: tuple[str, ...]  # QUANTIZE/DEQUANTIZE ops at float edges, with their layer
+    # every input's and output's type (the fields above describe the first of each)
+    io_types: tuple[str, ...] = ()
+    n_inputs: int = 1
+    n_outputs: int = 1
 
     @property
     def float_io(self) -> bool:
-        return self.input_type in _FLOAT_TYPES or self.output_type in _FLOAT_TYPES
+        types = self.io_types or (self.input_type, self.output_type)
+        return any(t in _FLOAT_TYPES for t in types)
+
+    @property
+    def single_io(self) -> bool:
+        return self.n_inputs == 1 and self.n_outputs == 1
 
 
 def read_prebuilt(path) -> Prebuilt:
@@ -61,11 +70,9 @@ def read_prebuilt(path) -> Prebuilt:
         info = modelgraph.read(data)
     except ModelFormatError as exc:
         raise ModelFormatError(f"{path}: {exc.message}", hint=exc.hint) from None
-    if len(info.inputs) != 1 or len(info.outputs) != 1:
-        raise ModelLoadError(
-            f"{path} has {len(info.inputs)} inputs and {len(info.outputs)} outputs; edgeslim's "
-            "bundles and data sets take models with one input and one output",
-            hint="Export the model with its inputs and outputs merged into one tensor each.")
+    if not info.inputs or not info.outputs:
+        raise ModelLoadError(f"{path} has {len(info.inputs)} inputs and {len(info.outputs)} outputs",
+                             hint="Give the model's .tflite as the converter wrote it.")
     float_ops = [o for o in info.operators if o.opcode not in BRIDGE_OPS
                  and any(t.lower() in _FLOAT_TYPES for t in o.input_dtypes + o.output_dtypes)]
     if float_ops:
@@ -88,7 +95,9 @@ def read_prebuilt(path) -> Prebuilt:
     i, o = info.input_tensors[0], info.output_tensors[0]
     return Prebuilt(path=path, model_bytes=data, sha256=hashlib.sha256(data).hexdigest(),
                     input_type=i.dtype.lower(), output_type=o.dtype.lower(), input_shape=tuple(i.shape),
-                    output_shape=tuple(o.shape), bridge_ops=bridges)
+                    output_shape=tuple(o.shape), bridge_ops=bridges,
+                    io_types=tuple(t.dtype.lower() for t in [*info.input_tensors, *info.output_tensors]),
+                    n_inputs=len(info.inputs), n_outputs=len(info.outputs))
 
 
 class _TensorShape:
@@ -188,6 +197,11 @@ def build_prebuilt(
             hint="Convert with inference_input_type and inference_output_type tf.int8, or build for a "
                  "Linux target (rpi4, android), which runs the float edges.")
     ds = None
+    if data is not None and not pre.single_io:
+        raise DataError(
+            f"{pre.path.name} has {pre.n_inputs} inputs and {pre.n_outputs} outputs; edgeslim's "
+            "data sets (--data) hold one input and one target per sample",
+            hint="Build it without --data (nothing is scored), or export one input and output.")
     if data is not None:
         ds, x_eval, y_eval, where = load_scoring_data(data, test_data=test_data, seed=seed)
         check_data_fits_model(ds, _ModelShapes(pre))
@@ -253,6 +267,7 @@ def build_prebuilt(
                   "already_converted": True, "sha256": pre.sha256,
                   "input": {"type": pre.input_type, "shape": list(pre.input_shape)},
                   "output": {"type": pre.output_type, "shape": list(pre.output_shape)},
+                  "inputs": pre.n_inputs, "outputs": pre.n_outputs,
                   "float_edges": list(pre.bridge_ops),
                   "notes": ["came in already converted: no compression or conversion stage ran"]},
         "target": _target_dict(tgt),

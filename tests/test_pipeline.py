@@ -168,6 +168,10 @@ def test_backend_c_library_in_the_bundle(mcu_build, tmp_path):
     sources = sorted(c_dir.glob("*.c"))
     assert sources and sorted(c_dir.glob("*.h"))
     assert cg["arena_bytes"] < mcu_build.report["check"]["arena_measured_bytes"]
+    plan = cg["memory_plan"]  # the plan, and the layer-by-layer plan it is compared with
+    assert plan["arena_size"] == cg["arena_bytes"] <= plan["layer_by_layer"]["arena_size"]
+    md = (mcu_build.bundle_dir / "report.md").read_text()
+    assert "## C library memory plan" in md and f"Arena **{plan['arena_size']} B**" in md
     for src in sources:
         proc = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", str(src),
                                "-I", str(c_dir), "-o", str(tmp_path / (src.stem + ".o"))],

@@ -269,6 +269,7 @@ def load_model(name: str, models_dir: Path = MODELS_DIR) -> tuple[bytes, np.ndar
 class ModelFigures:
     model: str
     kernels: str  # "reference", or the target profile whose cpu.features chose them
+    plan: str  # "scheduled" (in place / fused where smaller) or "layer-by-layer"
     macs: int
     arena_bytes: int  # the generated library's arena (<NAME>_ARENA_SIZE)
     stack_bytes: int  # high-water mark of <name>_invoke on the emulated board
@@ -326,13 +327,15 @@ def measure_model(
     target: str | None = None,
     reference: np.ndarray | None = None,
     tflm_arena: int | None = None,
+    layer_by_layer: bool = False,
 ) -> ModelFigures:
     """Generate (reference kernels, or those the ``target`` profile's cpu.features select),
     compile, run on the emulated board and compare with TFLite Micro."""
     from edgeslim import codegen, micro
 
     lib_dir = work / "c"
-    result = codegen.generate(model_bytes, lib_dir, name=name, target=target)
+    result = codegen.generate(model_bytes, lib_dir, name=name, target=target,
+                              layer_by_layer=layer_by_layer)
     sizes = {c: _flash(lib_dir, work, c) for c in SIZE_CORES}
     fw, run = _run_on_board(result, lib_dir, inputs, work / "fw", board=board, core=core)
     if reference is None:
@@ -345,6 +348,7 @@ def measure_model(
     return ModelFigures(
         model=name,
         kernels=target or "reference",
+        plan="layer-by-layer" if layer_by_layer else "scheduled",
         macs=macs,
         arena_bytes=result.arena_size,
         stack_bytes=run.max_stack_bytes,
@@ -459,13 +463,13 @@ def _packed_table(rows: list[PackedFigures]) -> str:
 
 
 def _table(rows: list[ModelFigures]) -> str:
-    head = ("model", "kernels", "MACs", "arena", "stack", "RAM", "TFLM arena", "RAM/TFLM",
+    head = ("model", "kernels", "plan", "MACs", "arena", "stack", "RAM", "TFLM arena", "RAM/TFLM",
             "flash M0+", "flash M4", "flash M7", "flash M55", ".tflite",
             "instr/inference", "instr/MAC", "bit-exact")  # fmt: skip
     lines = [head]
     for r in rows:
         lines.append((
-            r.model, r.kernels, f"{r.macs:,}", f"{r.arena_bytes:,}", f"{r.stack_bytes:,}",
+            r.model, r.kernels, r.plan, f"{r.macs:,}", f"{r.arena_bytes:,}", f"{r.stack_bytes:,}",
             f"{r.ram_bytes:,}", f"{r.tflm_arena_bytes:,}",
             f"{r.ram_bytes / r.tflm_arena_bytes:.2f}",
             *(f"{r.flash[c]:,}" for c in SIZE_CORES), f"{r.tflite_bytes:,}",
@@ -498,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", choices=("both", "reference", "optimized"), default="both",
                     help="reference kernels, those the board core's profile selects "
                          "(cpu.features: dsp), or both side by side (default)")
+    ap.add_argument("--plans", choices=("scheduled", "layer-by-layer", "both"),
+                    default="scheduled",
+                    help="the memory plan: depthwise layers in place / fused with the next 1x1 "
+                         "convolution where that is smaller (default), each layer whole, or both")
     ap.add_argument("--tflite", type=Path, action="append", default=[],
                     help="also measure this int8 model (inputs from --inputs-npy, same order)")
     ap.add_argument("--inputs-npy", type=Path, action="append", default=[],
@@ -528,11 +536,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         reference = micro.run(model_bytes, inputs).reshape(len(inputs), -1)
         tflm_arena = micro.measure_arena(model_bytes)
+        plans = {"scheduled": [False], "layer-by-layer": [True], "both": [True, False]}
         for target in kernels:
-            with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-                rows.append(measure_model(name, model_bytes, inputs, Path(tmp), board=args.board,
-                                          core=args.core, target=target, reference=reference,
-                                          tflm_arena=tflm_arena))  # fmt: skip
+            for layers in plans[args.plans]:
+                with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+                    rows.append(measure_model(name, model_bytes, inputs, Path(tmp),
+                                              board=args.board, core=args.core, target=target,
+                                              reference=reference, tflm_arena=tflm_arena,
+                                              layer_by_layer=layers))  # fmt: skip
         print(f"{name}: measured in {time.perf_counter() - t0:.1f} s (host wall clock)",
               file=sys.stderr)  # fmt: skip
     packed = []

@@ -8,7 +8,7 @@ text itself lives in firmware_templates/c/.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -56,10 +56,16 @@ class Step:
     # compiled per call site): the C expressions after (inputs, output[, scratch]).
     call_args: list[str] | None = None
     note: str = ""  # why an optimized kernel was not used for this op ("" if it was, or none exists)
+    # CONV_2D / DEPTHWISE_CONV_2D: the reference kernel's shape fields (batches, in_h, ...),
+    # kept when an optimized kernel replaces the params; the scheduler reads them
+    shape: dict = field(default_factory=dict)
+    # DEPTHWISE_CONV_2D on an optimized kernel: the reference step (the in-place kernel)
+    reference: "Step | None" = None
+    variant: str = ""  # a second call of the op's kernel with other shapes ("_rows0")
 
     @property
     def params_name(self) -> str:
-        return f"op{self.op.index}_params"
+        return f"op{self.op.index}{self.variant}_params"
 
 
 
@@ -282,7 +288,7 @@ class Lowerer:
             filter=f"{p}_filter", bias=bias, multiplier=f"{p}_multiplier", shift=f"{p}_shift",
         )
         step = Step(op, "es_conv2d_s8", ("conv",), "es_conv_params_t", params, arrays,
-                    [x], [out])
+                    [x], [out], shape=dict(params))
         step = self.maybe_pack(step, [wt.data[c].ravel() for c in range(oc)])
         if fic != ic:
             if self.dsp:
@@ -341,9 +347,14 @@ class Lowerer:
             multiplier=f"{p}_multiplier", shift=f"{p}_shift",
         )
         step = Step(op, "es_depthwise_conv2d_s8", ("depthwise_conv",),
-                    "es_depthwise_conv_params_t", params, arrays, [x], [out])
+                    "es_depthwise_conv_params_t", params, arrays, [x], [out],
+                    shape=dict(params))
         step = self.maybe_pack(step, [wt.data[0, :, :, c].ravel() for c in range(oc)])
-        return self.to_dsp_depthwise(step)
+        reference = replace(step, arrays=list(step.arrays), params=dict(step.params))
+        step = self.to_dsp_depthwise(step)
+        if step.call_args:
+            step.reference = reference
+        return step
 
     def fully_connected(self, op: Operator) -> Step:
         x, w, out = op.inputs[0], op.inputs[1], op.outputs[0]

@@ -1,5 +1,9 @@
 """The static memory plan: every activation buffer gets an offset in one arena.
 
+The buffers come from schedule.py: a tensor, or several tensors that share one buffer at
+fixed offsets (a depthwise layer run in place or fused with the next 1x1 convolution),
+and scratch buffers.
+
 Buffers live from the step that writes them to the last step that reads them
 (inclusive), in execution order. Placement is greedy by size, largest first, each at
 the lowest aligned offset that does not overlap a placed buffer whose lifetime
@@ -47,7 +51,7 @@ class MemoryPlan:
         }
 
 
-def _align(n: int) -> int:
+def align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
@@ -76,11 +80,11 @@ def plan(buffers: list[Buffer]) -> MemoryPlan:
         for other in conflicts:
             if offset + buf.size <= other.offset:
                 break
-            offset = max(offset, _align(other.offset + other.size))
+            offset = max(offset, align(other.offset + other.size))
         buf.offset = offset
         placed.append(buf)
     peak = max((b.offset + b.size for b in buffers), default=0)
-    return MemoryPlan(list(buffers), _align(peak), peak, lower_bound(buffers))
+    return MemoryPlan(list(buffers), align(peak), peak, lower_bound(buffers))
 
 
 def check(plan_: MemoryPlan) -> None:

@@ -49,6 +49,9 @@ def command(bundle, port, icount_shift, timeout, bench, data, n):
                           hint="Give the folder `edgeslim build` wrote.")
     info = read_bundle(bundle)
     if bench:
+        from edgeslim.harness.bench import check_single_io
+
+        check_single_io((bundle / "model.tflite").read_bytes())  # before building anything
         _bench(bundle, info, port=port, icount_shift=icount_shift, data=data, n=n)
         return
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

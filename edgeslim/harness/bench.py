@@ -56,6 +56,7 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
     manifest, model_bytes = _read_bundle(bundle_dir)
     kind = manifest.get("target", {}).get("kind", "mcu" if (bundle_dir / "tflm").is_dir() else "rpi")
     bundle_sha = _sha256(model_bytes)
+    check_single_io(model_bytes)
     qin, qout = io_details(model_bytes)
     if runs < 1 or warmup < 0:
         raise DeviceError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
@@ -159,6 +160,22 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def check_single_io(model_bytes: bytes) -> None:
+    """Bench sends one input and compares one output per sample: a DeviceError for a model
+    with several inputs or outputs (the C library and its harness firmware run those)."""
+    from edgeslim.evaluate import litert_interpreter
+
+    interp = litert_interpreter(model_bytes)
+    n_in, n_out = len(interp.get_input_details()), len(interp.get_output_details())
+    if (n_in, n_out) != (1, 1):
+        raise DeviceError(
+            f"bench compares one input and one output per sample; this model has {n_in} inputs "
+            f"and {n_out} outputs",
+            hint="Serve it with `edgeslim emulate <bundle>` (without --bench): the harness takes "
+                 "the inputs concatenated (c/<model>.h: <NAME>_INPUT<i>_OFFSET) and returns the "
+                 "outputs concatenated.")
 
 
 def _inputs(data, qin, n: int, seed: int):

@@ -15,6 +15,8 @@ The harness's timing port for the emulated boards (port_mps.c) uses SysTick: und
 
 from __future__ import annotations
 
+import re
+
 import shlex
 import zlib
 from dataclasses import dataclass
@@ -66,6 +68,14 @@ def jinja_env():
     )
 
 
+def invoke_entry(header: Path, name: str) -> str:
+    """The library function the firmware calls with one input and one output buffer:
+    ``<name>_invoke``, or for a model with several inputs or outputs
+    ``<name>_invoke_packed`` (the inputs concatenated, the outputs concatenated)."""
+    packed = f"int {name}_invoke_packed(const int8_t *inputs, int8_t *outputs);"
+    return f"{name}_invoke_packed" if packed in Path(header).read_text() else f"{name}_invoke"
+
+
 def build_test_firmware(
     library_sources: Sequence[Path],
     header: Path,
@@ -104,6 +114,7 @@ def build_test_firmware(
         "board": b,
         "name": name,
         "header": header.name,
+        "invoke": invoke_entry(header, name),
         "input_bytes": input_bytes,
         "output_bytes": output_bytes,
         "arena_bytes": arena_bytes,
@@ -291,7 +302,10 @@ def build_dut_firmware(
     header, sources = library_files(
         library_dir, name, hint="build the bundle with --backend c, or generate it with edgeslim.codegen.generate"
     )
-    if "int8_t *input, int8_t *output" not in header.read_text():
+    invoke = invoke_entry(header, name)
+    text = header.read_text()
+    declared = re.search(rf"int {name}_invoke\((.*?)\);", text, re.S)
+    if declared is None or "float" in declared.group(1):
         raise DeviceError(
             f"model {name!r} does not take and return int8 tensors",
             hint="the harness speaks int8 models' tensors (a fully-integer model)",
@@ -313,6 +327,7 @@ def build_dut_firmware(
         "name": name,
         "NAME": NAME,
         "header": header.name,
+        "invoke": invoke,
         "stack_size": stack_bytes,
         "icount_shift": icount_shift or 0,
         "weights_objects": f"*/{LIBRARY_OBJ_DIR}/*.o",

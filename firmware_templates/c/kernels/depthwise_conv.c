@@ -14,13 +14,14 @@ typedef struct {
 } es_depthwise_conv_params_t;
 
 /* All output pixels of channel oc; tap (fy, fx) of its filter is w[(fy * filter_w + fx) * w_step].
- * Only the taps inside the input are visited (ranges computed per row and column). */
+ * Only the taps inside the input are visited (ranges computed per row and column). The
+ * pixels go to output[0], output[out_step], ... (out_step: out_c into the output tensor,
+ * 1 into the in-place kernel's one-channel temporary). */
 ES_STATIC void es_depthwise_conv2d_s8_channel(const es_depthwise_conv_params_t *p,
                                               const int8_t *restrict input, int8_t *restrict output, int32_t oc,
-                                              const int8_t *w, int32_t w_step)
+                                              const int8_t *w, int32_t w_step, int32_t out_step)
 {
     const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c;
-    const int32_t out_c = in_c * p->depth_multiplier;
     const int32_t fw = p->filter_w, dil_h = p->dilation_h, dil_w = p->dilation_w;
     const int32_t input_offset = p->input_offset;
     const int32_t bias = p->bias != NULL ? p->bias[oc] : 0;
@@ -29,7 +30,7 @@ ES_STATIC void es_depthwise_conv2d_s8_channel(const es_depthwise_conv_params_t *
     int32_t b, oy, ox, fy, fx;
     for (b = 0; b < p->batches; b++) {
         const int8_t *in_b = input + b * in_h * in_w * in_c + oc / p->depth_multiplier;
-        int8_t *out = output + b * p->out_h * p->out_w * out_c + oc;
+        int8_t *out = output + b * p->out_h * p->out_w * out_step;
         for (oy = 0; oy < p->out_h; oy++) {
             const int32_t in_y0 = oy * p->stride_h - p->pad_h;
             int32_t fy0, fy1;
@@ -50,7 +51,7 @@ ES_STATIC void es_depthwise_conv2d_s8_channel(const es_depthwise_conv_params_t *
                 }
                 acc = es_mul_by_quantized_multiplier(es_sat_add(acc, bias), multiplier, shift);
                 *out = (int8_t)es_clamp_offset(acc, p->output_offset, p->act_min, p->act_max);
-                out += out_c;
+                out += out_step;
             }
         }
     }
@@ -62,6 +63,6 @@ ES_STATIC void es_depthwise_conv2d_s8(const es_depthwise_conv_params_t *p, const
     const int32_t out_c = p->in_c * p->depth_multiplier;
     int32_t oc;
     for (oc = 0; oc < out_c; oc++) {
-        es_depthwise_conv2d_s8_channel(p, input, output, oc, p->filter + oc, out_c);
+        es_depthwise_conv2d_s8_channel(p, input, output + oc, oc, p->filter + oc, out_c, out_c);
     }
 }

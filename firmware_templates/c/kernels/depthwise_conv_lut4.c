@@ -7,6 +7,6 @@ ES_STATIC void es_depthwise_conv2d_s8_lut4(const es_depthwise_conv_params_t *p,
     int32_t oc;
     for (oc = 0; oc < out_c; oc++) {
         es_lut4_decode(w, oc, scratch);
-        es_depthwise_conv2d_s8_channel(p, input, output, oc, scratch, 1);
+        es_depthwise_conv2d_s8_channel(p, input, output + oc, oc, scratch, 1, out_c);
     }
 }
