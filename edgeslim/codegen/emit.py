@@ -11,14 +11,15 @@ from edgeslim.codegen.memplan import MemoryPlan
 
 # Kernel sources in dependency order (a kernel file may use any file listed before it).
 KERNEL_ORDER = (
-    "fixedpoint", "simd", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4",
-    "conv_dsp", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_dsp",
+    "fixedpoint", "simd", "mve", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4",
+    "conv_dsp", "conv_mve", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_dsp",
+    "depthwise_conv_mve",
     "fully_connected", "fully_connected_lut4", "pooling", "mean", "add", "mul", "softmax",
     "logistic", "tanh", "hard_swish", "pad", "concatenation", "quantize", "copy",
 )
 # Kernel folders searched in order for each kernel source, by target feature: an optimized
 # folder first when the target's cpu.features has its feature, the reference kernels last.
-FEATURE_DIRS = (("dsp", "kernels_dsp"),)
+FEATURE_DIRS = (("mve-int", "kernels_mve"), ("dsp", "kernels_dsp"))
 REFERENCE_DIR = "kernels"
 
 

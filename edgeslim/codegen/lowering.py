@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeslim.codegen import dsp, quant
+from edgeslim.codegen import dsp, mve, quant
 from edgeslim.codegen.graph import Graph, Operator, Tensor, activation_name, padding_name
 from edgeslim.errors import CodegenError
 
@@ -76,6 +76,7 @@ class Lowerer:
         self.g = graph
         self.pack_weights = pack_weights
         self.dsp = dsp.has_dsp(features)
+        self.mve = mve.has_mve(features)
 
     # -- optimized kernels (the target profile's cpu.features) ----------------------------
     def bias_values(self, op: Operator, channels: int) -> np.ndarray:
@@ -85,8 +86,9 @@ class Lowerer:
 
     def to_dsp_matmul(self, step: Step, weights: np.ndarray, geometry: dict) -> Step:
         """CONV_2D / FULLY_CONNECTED on es_conv2d_s8_dsp (kernels_dsp/conv_dsp.c) when it
-        computes exactly what the reference kernel does; else the step unchanged."""
-        if not self.dsp or step.lut4 is not None:
+        computes exactly what the reference kernel does; else the step unchanged. On an MVE
+        core, es_conv2d_s8_mve (kernels_mve/conv_mve.c) with the same operands."""
+        if not (self.dsp or self.mve) or step.lut4 is not None:
             return step
         op, P = step.op, step.params
         p = f"op{op.index}"
@@ -113,12 +115,54 @@ class Lowerer:
         step.kernels = ("simd", "conv_dsp")
         step.params_type, step.params = None, {}
         step.scratch_bytes = 8 * got["k4"] + (0 if direct else k)
+        mode = got["bounded"]
+        if self.mve:
+            # the MVE kernel (kernels_mve/conv_mve.c) reads the same operands: int8 columns
+            # gathered into the scratch, none for a 1x1 filter without padding
+            step.function = "es_conv2d_s8_mve"
+            step.kernels = ("simd", "conv_dsp", "mve", "conv_mve")
+            step.scratch_bytes = 0 if direct else 4 * k
+            mode = mve.has_left_shift(got["shift"])
         step.call_args = [str(int(g[n])) for n in (
             "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h", "filter_w",
             "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w")] + [
             str(int(x.zero_point)), str(int(P["output_offset"])), str(int(P["act_min"])),
             str(int(P["act_max"])), f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift",
-            str(int(got["bounded"]))]
+            str(int(mode))]
+        if not step.scratch_bytes:
+            step.call_args.insert(0, "NULL")  # the kernel's scratch argument: none needed
+        return step
+
+    def to_mve_depthwise(self, step: Step) -> Step:
+        """DEPTHWISE_CONV_2D (any depth multiplier) on es_depthwise_conv2d_s8_mve
+        (kernels_mve/depthwise_conv_mve.c) when it is exact; else the DSP kernel's rules."""
+        if step.lut4 is not None:
+            return step
+        op, P = step.op, step.params
+        p = f"op{op.index}"
+        arrays = {a.name: a for a in step.arrays}
+        in_c, dm = P["in_c"], P["depth_multiplier"]
+        out_c = in_c * dm
+        w = self.t(op.inputs[1]).data.reshape(-1, out_c)
+        got = mve.depthwise_operands(w, self.bias_values(op, out_c),
+                                     arrays[f"{p}_multiplier"].values,
+                                     arrays[f"{p}_shift"].values, in_c, dm, P["input_offset"])
+        if isinstance(got, str):
+            step.note = f"reference kernel: {got}"
+            return step
+        step.arrays = [ConstArray(f"{p}_{name}", ctype, got[key]) for name, ctype, key in (
+            ("filter", "int8_t", "weights"), ("bias", "int32_t", "bias"),
+            ("bias_interior", "int32_t", "bias_interior"), ("multiplier", "int32_t", "multiplier"),
+            ("shift", "int8_t", "shift"))]
+        step.function = "es_depthwise_conv2d_s8_mve"
+        step.kernels = ("simd", "mve", "depthwise_conv_mve")
+        step.call_args = [str(int(P[n])) for n in (
+            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "depth_multiplier", "filter_h",
+            "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
+            "input_offset", "output_offset", "act_min", "act_max")] + [
+            f"{p}_filter", f"{p}_bias", f"{p}_bias_interior", f"{p}_multiplier", f"{p}_shift",
+            str(got["has_left"])]
+        step.params_type, step.params = None, {}
         return step
 
     def to_dsp_depthwise(self, step: Step) -> Step:
@@ -343,7 +387,7 @@ class Lowerer:
                     "es_depthwise_conv_params_t", params, arrays, [x], [out],
                     macs=n * oh * ow * oc * fh * fw)
         step = self.maybe_pack(step, [wt.data[0, :, :, c].ravel() for c in range(oc)])
-        return self.to_dsp_depthwise(step)
+        return self.to_mve_depthwise(step) if self.mve else self.to_dsp_depthwise(step)
 
     def fully_connected(self, op: Operator) -> Step:
         x, w, out = op.inputs[0], op.inputs[1], op.outputs[0]
