@@ -86,9 +86,7 @@ def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_poi
     )
 
 
-def depthwise_eligible(depth_multiplier: int, filter_taps: int, multiplier) -> str | None:
-    if depth_multiplier != 1:
-        return f"depth multiplier {depth_multiplier} (the DSP kernel takes 1)"
+def depthwise_eligible(filter_taps: int, multiplier) -> str | None:
     if filter_taps > MAX_DEPTH:
         return f"{filter_taps} taps > {MAX_DEPTH}"
     if np.any(np.asarray(multiplier) <= 0):

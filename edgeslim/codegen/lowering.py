@@ -166,42 +166,56 @@ class Lowerer:
         return step
 
     def to_dsp_depthwise(self, step: Step) -> Step:
+        """DEPTHWISE_CONV_2D (any depth multiplier) on es_depthwise_conv2d_s8_dsp
+        (kernels_dsp/depthwise_conv_dsp.c) when it is exact; else the step unchanged."""
         if not self.dsp or step.lut4 is not None:
             return step
         op, P = step.op, step.params
         p = f"op{op.index}"
         arrays = {a.name: a for a in step.arrays}
-        why = dsp.depthwise_eligible(P["depth_multiplier"], P["filter_h"] * P["filter_w"],
-                                     arrays[f"{p}_multiplier"].values)
+        taps = P["filter_h"] * P["filter_w"]
+        why = dsp.depthwise_eligible(taps, arrays[f"{p}_multiplier"].values)
         if why:
             step.note = f"reference kernel: {why}"
             return step
-        channels = P["in_c"]
-        if P["bias"] == "NULL":
-            step.arrays.append(ConstArray(f"{p}_bias", "int32_t", np.zeros(channels, np.int32)))
-        w = self.t(op.inputs[1]).data.reshape(-1, channels).astype(np.int64)
-        bias = self.bias_values(op, channels)
+        channels, dm = P["in_c"], P["depth_multiplier"]
+        out_c = channels * dm
+        w = self.t(op.inputs[1]).data.reshape(-1, out_c).astype(np.int64)  # [tap][o]
+        bias = self.bias_values(op, out_c)
         interior = bias + int(P["input_offset"]) * w.sum(axis=0)
         if interior.min() < -(2**31) or interior.max() > 2**31 - 1:
             step.note = "reference kernel: the bias with the input offset folded in leaves int32"
             return step
-        step.arrays.append(ConstArray(f"{p}_bias_interior", "int32_t", interior.astype(np.int32)))
         # edge pixels multiply inputs with their offset added (|x + offset| <= 255) from the
         # bias, interior ones raw inputs (|x| <= 128) from the folded bias
-        shifts = arrays[f"{p}_shift"].values
+        shifts = np.broadcast_to(arrays[f"{p}_shift"].values, (out_c,))
+        mults = np.broadcast_to(arrays[f"{p}_multiplier"].values, (out_c,))
         fits = min(dsp.bounded_mode(np.abs(w).sum(axis=0), bias, 255, shifts),
                    dsp.bounded_mode(np.abs(w).sum(axis=0), interior, 128, shifts))
-        taps = P["filter_h"] * P["filter_w"]
+
+        def by_m(v: np.ndarray) -> np.ndarray:
+            """[..., o] with o = channel * dm + m  ->  [..., m, channel]"""
+            v = np.asarray(v)
+            return v.reshape(v.shape[:-1] + (channels, dm)).swapaxes(-1, -2)
+
+        wm = by_m(w)  # [tap][m][channel]
         c4 = channels // 4 * 4
-        # [tap][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
+        # [tap][m][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
         # kernel's SXTB16 makes of four inputs
-        w16 = w[:, :c4].reshape(taps, c4 // 4, 4)[:, :, [0, 2, 1, 3]].astype(np.int16)
-        step.arrays.append(ConstArray(f"{p}_filter16", "int16_t", w16.ravel()))
+        w16 = wm[:, :, :c4].reshape(taps, dm, c4 // 4, 4)[..., [0, 2, 1, 3]].astype(np.int16)
+        step.arrays = [
+            ConstArray(f"{p}_filter", "int8_t", wm.astype(np.int8).ravel()),
+            ConstArray(f"{p}_filter16", "int16_t", w16.ravel()),
+            ConstArray(f"{p}_bias", "int32_t", by_m(bias).astype(np.int32).ravel()),
+            ConstArray(f"{p}_bias_interior", "int32_t", by_m(interior).astype(np.int32).ravel()),
+            ConstArray(f"{p}_multiplier", "int32_t", by_m(mults).astype(np.int32).ravel()),
+            ConstArray(f"{p}_shift", "int8_t", by_m(shifts).astype(np.int8).ravel()),
+        ]
         step.function = "es_depthwise_conv2d_s8_dsp"
         step.kernels = ("simd", "depthwise_conv_dsp")
         step.call_args = [str(int(P[n])) for n in (
-            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "filter_h", "filter_w",
-            "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
+            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "depth_multiplier", "filter_h",
+            "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
             "input_offset", "output_offset", "act_min", "act_max")] + [
             f"{p}_filter", f"{p}_filter16", f"{p}_bias", f"{p}_bias_interior",
             f"{p}_multiplier", f"{p}_shift", str(int(fits))]

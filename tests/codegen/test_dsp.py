@@ -81,17 +81,17 @@ def test_target_features_select_the_kernels(op_libraries):
     for family, libs in by_family.items():
         assert len(libs) >= 20, f"regenerate the goldens: {len(libs)} {family} models"
         used = [lib for lib in libs if lib["dsp"].ops[0].function == FAMILIES[family]]
-        # the DSP kernels take every golden of these families except depthwise ones with a
-        # depth multiplier > 1 (15 of 20: the reference kernel runs them, and says why)
+        # the DSP kernels take every golden of these families, depthwise ones with a depth
+        # multiplier > 1 included
         for lib in libs:
-            op = lib["dsp"].ops[0]
-            if op.function != FAMILIES[family]:
-                assert op.note.startswith("reference kernel: "), (lib["path"].name, op)
             assert lib["ref"].ops[0].function == FAMILIES[family].replace("_dsp", "").replace(
                 "es_conv2d_s8", "es_fully_connected_s8" if family == "fully_connected"
                 else "es_conv2d_s8")
-        assert len(used) >= (5 if family == "depthwise_conv_2d" else 20), (
-            family, [lib["dsp"].ops[0].note for lib in libs])
+        assert len(used) == len(libs), (family, [lib["dsp"].ops[0].note for lib in libs])
+        if family == "depthwise_conv_2d":
+            multipliers = [read_graph(lib["model"]).operators[0].option("depthMultiplier", 1)
+                           for lib in libs]
+            assert sum(m > 1 for m in multipliers) >= 10, multipliers
         assert all(lib["dsp"].features == ("fpu-sp", "dsp") for lib in libs)
         # MVE: every golden of the three families, depth multipliers > 1 included
         mve_function = FAMILIES[family].replace("_dsp", "_mve")
