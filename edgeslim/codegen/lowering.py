@@ -194,9 +194,7 @@ class Lowerer:
                    dsp.bounded_mode(np.abs(w).sum(axis=0), interior, 128, shifts))
 
         def by_m(v: np.ndarray) -> np.ndarray:
-            """[..., o] with o = channel * dm + m  ->  [..., m, channel]"""
-            v = np.asarray(v)
-            return v.reshape(v.shape[:-1] + (channels, dm)).swapaxes(-1, -2)
+            return dsp.by_multiplier_index(v, channels, dm)
 
         wm = by_m(w)  # [tap][m][channel]
         c4 = channels // 4 * 4

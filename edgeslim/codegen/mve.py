@@ -52,11 +52,11 @@ def depthwise_operands(weights: np.ndarray, bias: np.ndarray, multiplier, shift,
     def by_m_i(v: np.ndarray, dtype) -> np.ndarray:
         # [o] with o = i * dm + m  ->  [m][in_c4]
         out = np.zeros((dm, in_c4), dtype)
-        out[:, :in_c] = np.asarray(v).reshape(in_c, dm).T
+        out[:, :in_c] = dsp.by_multiplier_index(v, in_c, dm)
         return out.ravel()
 
     wr = np.zeros((taps, dm, in_c4), np.int8)
-    wr[:, :, :in_c] = w.reshape(taps, in_c, dm).transpose(0, 2, 1)
+    wr[:, :, :in_c] = dsp.by_multiplier_index(w, in_c, dm)
     # [tap][m][g][4] -> [m][g][tap][4]
     wr = wr.reshape(taps, dm, in_c4 // 4, 4).transpose(1, 2, 0, 3)
     return dict(
