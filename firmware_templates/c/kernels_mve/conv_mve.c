@@ -32,23 +32,29 @@ ES_INLINE void es_mve_four_pixels(const int8_t *x0, const int8_t *x1, const int8
     const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
     int32_t c, g;
     for (c = 0; c < out_c; c++) {
-        const int8_t *wc = w + c * k4;
+        /* pointers stepped by 16 (loads with writeback: MVE loads take no register offset) */
+        const int8_t *wc = w + c * k4, *p0 = x0, *p1 = x1, *p2 = x2, *p3 = x3;
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         int32x4_t v;
         for (g = 0; g + 16 <= k; g += 16) {
-            const int8x16_t wv = vldrbq_s8(wc + g);
-            a0 = vmladavaq_s8(a0, vldrbq_s8(x0 + g), wv);
-            a1 = vmladavaq_s8(a1, vldrbq_s8(x1 + g), wv);
-            a2 = vmladavaq_s8(a2, vldrbq_s8(x2 + g), wv);
-            a3 = vmladavaq_s8(a3, vldrbq_s8(x3 + g), wv);
+            const int8x16_t wv = vldrbq_s8(wc);
+            a0 = vmladavaq_s8(a0, vldrbq_s8(p0), wv);
+            a1 = vmladavaq_s8(a1, vldrbq_s8(p1), wv);
+            a2 = vmladavaq_s8(a2, vldrbq_s8(p2), wv);
+            a3 = vmladavaq_s8(a3, vldrbq_s8(p3), wv);
+            wc += 16;
+            p0 += 16;
+            p1 += 16;
+            p2 += 16;
+            p3 += 16;
         }
         if (g < k) {
             const mve_pred16_t p = vctp8q((uint32_t)(k - g));
-            const int8x16_t wv = vldrbq_z_s8(wc + g, p);
-            ES_MVE_DOT_TAIL(a0, x0 + g, wv, p);
-            ES_MVE_DOT_TAIL(a1, x1 + g, wv, p);
-            ES_MVE_DOT_TAIL(a2, x2 + g, wv, p);
-            ES_MVE_DOT_TAIL(a3, x3 + g, wv, p);
+            const int8x16_t wv = vldrbq_z_s8(wc, p);
+            ES_MVE_DOT_TAIL(a0, p0, wv, p);
+            ES_MVE_DOT_TAIL(a1, p1, wv, p);
+            ES_MVE_DOT_TAIL(a2, p2, wv, p);
+            ES_MVE_DOT_TAIL(a3, p3, wv, p);
         }
         v = vdupq_n_s32(a0);
         v = vsetq_lane_s32(a1, v, 1);

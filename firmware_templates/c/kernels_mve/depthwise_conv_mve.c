@@ -1,7 +1,8 @@
-/* DEPTHWISE_CONV_2D, any depth multiplier, on Armv8.1-M MVE (Helium): four output channels
- * per pass, one int32 lane each. Per tap: a widening load of four inputs (VLDRB.S32), one of
- * the four channels' weights, VMUL and VADD. Bit-exact with the reference kernel (depthwise_conv.c,
- * the oracle).
+/* DEPTHWISE_CONV_2D, any depth multiplier, on Armv8.1-M MVE (Helium): eight output channels
+ * per pass as two vectors of four int32 lanes (four in the last pass when fewer remain; the
+ * two share the tap loop's address arithmetic and overhead). Per tap and vector: a
+ * widening load of four inputs (VLDRB.S32), one of the four channels' weights, VMUL and
+ * VADD. Bit-exact with the reference kernel (depthwise_conv.c, the oracle).
  *
  * Output channel o = i * dm + m reads input channel i. The generator (edgeslim/codegen/
  * mve.py) orders every per-channel operand by (m, i) so that four consecutive input channels
@@ -23,47 +24,18 @@ ES_INLINE int32x4_t es_mve_load4(const int8_t *p, int32_t full, mve_pred16_t pre
     return full ? vldrbq_s32(p) : vldrbq_z_s32(p, pred);
 }
 
-/* Four output channels (input channels i .. i + 3, multiplier index m) of one pixel. */
-ES_INLINE void es_dw_mve_pass(const int8_t *restrict in_b, int8_t *restrict out_px,
-                              int32_t in_w, int32_t in_c, int32_t in_c4, int32_t dm, int32_t m,
-                              int32_t i, int32_t y0, int32_t x0, int32_t fy0, int32_t fy1,
-                              int32_t fx0, int32_t fx1, int32_t interior, int32_t filter_h,
-                              int32_t filter_w, int32_t dil_h, int32_t dil_w,
-                              int32_t input_offset, int32_t output_offset, int32_t act_min,
-                              int32_t act_max, const int8_t *restrict w,
-                              const int32_t *restrict bias, const int32_t *restrict bias_interior,
-                              const int32_t *restrict multiplier, const int8_t *restrict shift,
-                              int32_t has_left, int32_t full, mve_pred16_t pred)
+/* Requantize and store four output channels (input channels i .. i + 3, index m). */
+ES_INLINE void es_dw_mve_store(int32x4_t acc, int8_t *restrict out_px, int32_t in_c4, int32_t dm,
+                               int32_t m, int32_t i, int32_t interior, int32_t output_offset,
+                               int32_t act_min, int32_t act_max, const int32_t *restrict bias,
+                               const int32_t *restrict bias_interior,
+                               const int32_t *restrict multiplier, const int8_t *restrict shift,
+                               int32_t has_left, int32_t full, mve_pred16_t pred)
 {
-    const int32_t taps = filter_h * filter_w;
     const int32_t pc = m * in_c4 + i;
-    const int8_t *wp = w + (m * in_c4 + i) * taps;
-    int32x4_t acc = vdupq_n_s32(0), v;
-    int32_t fy, fx;
-    if (interior) {
-        for (fy = 0; fy < filter_h; fy++) {
-            const int8_t *row = in_b + ((y0 + fy * dil_h) * in_w + x0) * in_c + i;
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 16
-#endif
-            for (fx = 0; fx < filter_w; fx++) {
-                acc = vaddq_s32(acc, vmulq_s32(es_mve_load4(row + fx * dil_w * in_c, full, pred),
-                                               vldrbq_s32(wp + (fy * filter_w + fx) * 4)));
-            }
-        }
-    } else {
-        for (fy = fy0; fy < fy1; fy++) {
-            const int8_t *row = in_b + ((y0 + fy * dil_h) * in_w + x0) * in_c + i;
-            for (fx = fx0; fx < fx1; fx++) {
-                const int32x4_t x = vaddq_n_s32(es_mve_load4(row + fx * dil_w * in_c, full, pred),
-                                                input_offset);
-                acc = vaddq_s32(acc, vmulq_s32(x, vldrbq_s32(wp + (fy * filter_w + fx) * 4)));
-            }
-        }
-    }
-    v = es_mve_requantize(acc, vldrwq_s32((interior ? bias_interior : bias) + pc),
-                          vldrwq_s32(multiplier + pc), vldrbq_s32(shift + pc), output_offset,
-                          act_min, act_max, has_left);
+    const int32x4_t v = es_mve_requantize(acc, vldrwq_s32((interior ? bias_interior : bias) + pc),
+                                          vldrwq_s32(multiplier + pc), vldrbq_s32(shift + pc),
+                                          output_offset, act_min, act_max, has_left);
     if (dm == 1) {
         if (full) {
             vstrbq_s32(out_px + i, v);
@@ -77,6 +49,66 @@ ES_INLINE void es_dw_mve_pass(const int8_t *restrict in_b, int8_t *restrict out_
         } else {
             vstrbq_scatter_offset_p_s32(out_px + i * dm + m, offsets, v, pred);
         }
+    }
+}
+
+/* Output channels of input channels i .. i + 4 * groups - 1 (groups 1 or 2, a constant),
+ * multiplier index m, of one pixel. Two groups share the tap loop's address arithmetic and
+ * overhead; the second group's weights follow the first's (w[m][i / 4][tap][4]). */
+ES_INLINE void es_dw_mve_pass(const int8_t *restrict in_b, int8_t *restrict out_px,
+                              int32_t in_w, int32_t in_c, int32_t in_c4, int32_t dm, int32_t m,
+                              int32_t i, int32_t groups, int32_t y0, int32_t x0, int32_t fy0,
+                              int32_t fy1, int32_t fx0, int32_t fx1, int32_t interior,
+                              int32_t filter_h, int32_t filter_w, int32_t dil_h, int32_t dil_w,
+                              int32_t input_offset, int32_t output_offset, int32_t act_min,
+                              int32_t act_max, const int8_t *restrict w,
+                              const int32_t *restrict bias, const int32_t *restrict bias_interior,
+                              const int32_t *restrict multiplier, const int8_t *restrict shift,
+                              int32_t has_left, int32_t full, mve_pred16_t pred)
+{
+    const int32_t taps = filter_h * filter_w;
+    const int8_t *wp = w + (m * in_c4 + i) * taps;
+    int32x4_t acc0 = vdupq_n_s32(0), acc1 = vdupq_n_s32(0);
+    int32_t fy, fx;
+    if (interior) {
+        for (fy = 0; fy < filter_h; fy++) {
+            const int8_t *row = in_b + ((y0 + fy * dil_h) * in_w + x0) * in_c + i;
+            const int8_t *wr = wp + fy * filter_w * 4;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 16
+#endif
+            for (fx = 0; fx < filter_w; fx++) {
+                const int8_t *xp = row + fx * dil_w * in_c;
+                acc0 = vaddq_s32(acc0, vmulq_s32(es_mve_load4(xp, full, pred),
+                                                 vldrbq_s32(wr + fx * 4)));
+                if (groups == 2) {
+                    acc1 = vaddq_s32(acc1, vmulq_s32(vldrbq_s32(xp + 4),
+                                                     vldrbq_s32(wr + taps * 4 + fx * 4)));
+                }
+            }
+        }
+    } else {
+        for (fy = fy0; fy < fy1; fy++) {
+            const int8_t *row = in_b + ((y0 + fy * dil_h) * in_w + x0) * in_c + i;
+            const int8_t *wr = wp + fy * filter_w * 4;
+            for (fx = fx0; fx < fx1; fx++) {
+                const int8_t *xp = row + fx * dil_w * in_c;
+                acc0 = vaddq_s32(acc0, vmulq_s32(vaddq_n_s32(es_mve_load4(xp, full, pred),
+                                                             input_offset),
+                                                 vldrbq_s32(wr + fx * 4)));
+                if (groups == 2) {
+                    acc1 = vaddq_s32(acc1, vmulq_s32(vaddq_n_s32(vldrbq_s32(xp + 4),
+                                                                 input_offset),
+                                                     vldrbq_s32(wr + taps * 4 + fx * 4)));
+                }
+            }
+        }
+    }
+    es_dw_mve_store(acc0, out_px, in_c4, dm, m, i, interior, output_offset, act_min, act_max,
+                    bias, bias_interior, multiplier, shift, has_left, full, pred);
+    if (groups == 2) {
+        es_dw_mve_store(acc1, out_px, in_c4, dm, m, i + 4, interior, output_offset, act_min,
+                        act_max, bias, bias_interior, multiplier, shift, has_left, 1, pred);
     }
 }
 
@@ -108,22 +140,23 @@ ES_INLINE void es_depthwise_conv2d_s8_mve(const int8_t *restrict input, int8_t *
                 es_tap_range(x0, in_w, dil_w, filter_w, &fx0, &fx1);
                 const int32_t interior =
                     fy0 == 0 && fy1 == filter_h && fx0 == 0 && fx1 == filter_w;
+#define ES_DW_MVE_PASS(i, groups, full)                                                     \
+    es_dw_mve_pass(in_b, output, in_w, in_c, in_c4, dm, m, (i), (groups), y0, x0, fy0, fy1,   \
+                   fx0, fx1, interior, filter_h, filter_w, dil_h, dil_w, input_offset,        \
+                   output_offset, act_min, act_max, w, bias, bias_interior, multiplier, shift, \
+                   has_left, (full), tail)
                 for (m = 0; m < dm; m++) {
-                    for (i = 0; i < c4; i += 4) {
-                        es_dw_mve_pass(in_b, output, in_w, in_c, in_c4, dm, m, i, y0, x0, fy0,
-                                       fy1, fx0, fx1, interior, filter_h, filter_w, dil_h,
-                                       dil_w, input_offset, output_offset, act_min, act_max,
-                                       w, bias, bias_interior, multiplier, shift, has_left, 1,
-                                       tail);
+                    for (i = 0; i + 8 <= c4; i += 8) {
+                        ES_DW_MVE_PASS(i, 2, 1);
+                    }
+                    if (i < c4) {
+                        ES_DW_MVE_PASS(i, 1, 1);
                     }
                     if (c4 < in_c) {
-                        es_dw_mve_pass(in_b, output, in_w, in_c, in_c4, dm, m, c4, y0, x0, fy0,
-                                       fy1, fx0, fx1, interior, filter_h, filter_w, dil_h,
-                                       dil_w, input_offset, output_offset, act_min, act_max,
-                                       w, bias, bias_interior, multiplier, shift, has_left, 0,
-                                       tail);
+                        ES_DW_MVE_PASS(c4, 1, 0);
                     }
                 }
+#undef ES_DW_MVE_PASS
                 output += in_c * dm;
             }
         }
