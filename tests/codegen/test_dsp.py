@@ -271,6 +271,83 @@ def test_whole_model_host_build_has_no_undefined_behaviour(name, whole, chost, t
         np.testing.assert_array_equal(got.reshape(want.shape), want)
 
 
+# -- the MVE requantization, case by case ---------------------------------------------------
+
+RQ_CASES = 64  # per inference
+
+
+def _requantize_oracle(acc: int, bias: int, mult: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier in exact integers, with the generated C's
+    saturating bias and left shift; ties of the high multiply toward +infinity, of the
+    rounding divide away from zero."""
+    import math
+    from fractions import Fraction
+
+    lo, hi = -(2**31), 2**31 - 1
+    v = min(max(acc + bias, lo), hi)
+    v = min(max(v * 2 ** max(shift, 0), lo), hi)
+    v = math.floor(Fraction(v * mult, 2**31) + Fraction(1, 2))
+    q = Fraction(v, 2 ** max(-shift, 0))
+    return int(math.floor(abs(q) + Fraction(1, 2))) * (1 if q >= 0 else -1)
+
+
+def _requantize_cases(rng: np.random.Generator, n: int) -> np.ndarray:
+    """[n][acc, bias, multiplier, shift]: the int32 limits, random magnitudes, Q31
+    multipliers in [2^30, 2^31) and a few small ones, shifts -31..30, and exact ties of both
+    roundings (multiplier 2^30 halves the sum: an odd sum ties the high multiply, a sum of
+    (2k + 1) 2^r ties the divide by 2^r)."""
+    lo, hi = -(2**31), 2**31 - 1
+    limits = np.array([lo, lo + 1, -1, 0, 1, hi - 1, hi], np.int64)
+    acc = rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31, n)
+    acc[: n // 8] = rng.choice(limits, n // 8)
+    bias = rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31, n)
+    bias[rng.random(n) < 0.5] = 0
+    extreme = rng.random(n) < 0.1
+    bias[extreme] = rng.choice(limits, int(extreme.sum()))
+    mult = rng.integers(2**30, 2**31 - 1, n, endpoint=True)
+    mult[rng.random(n) < 0.05] = rng.integers(1, 2**20)
+    shift = rng.integers(-31, 31, n)
+    ties = rng.random(n) < 0.25
+    r = rng.integers(1, 20, n)
+    tie_acc = ((2 * rng.integers(-1000, 1000, n) + 1) << (r + 1)).astype(np.int64)
+    acc[ties], bias[ties], mult[ties], shift[ties] = tie_acc[ties], 0, 2**30, -r[ties]
+    odd = (rng.random(n) < 0.1) & ~ties
+    acc[odd] = 2 * rng.integers(-(10**6), 10**6, int(odd.sum())) + 1
+    bias[odd], mult[odd], shift[odd] = 0, 2**30, 0
+    return np.stack([acc, bias, mult, shift], axis=1).astype(np.int32)
+
+
+def test_mve_requantization_bit_exact_on_m55(tmp_path):
+    """es_mve_requantize and es_mve_requantize_n (VQADD, VQSHL, VQRDMULH, the fixed-up VRSHL,
+    the clamp) on the emulated M55 against es_mul_by_quantized_multiplier on the same core and
+    an exact-integer oracle: 1,024 cases, the int32 limits and exact ties included."""
+    root = Path(codegen.__file__).resolve().parents[2] / "firmware_templates" / "c"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "rq.h").write_text(f"#include <stdint.h>\n#define RQ_CASES {RQ_CASES}\n"
+                              "int rq_invoke(const int8_t *input, int8_t *output);\n")
+    parts = ["#include <stdint.h>\n"] + [(root / f).read_text() for f in (
+        "kernels/prologue.c", "kernels/fixedpoint.c", "kernels_dsp/simd.c", "kernels_mve/mve.c")]
+    (lib / "rq.c").write_text("\n".join(parts + [(HERE / "mve_requantize_driver.c").read_text()]))
+    fw = firmware.build_test_firmware([lib / "rq.c"], lib / "rq.h", tmp_path / "fw", name="rq",
+                                      input_bytes=16 * RQ_CASES, output_bytes=12 * RQ_CASES,
+                                      arena_bytes=16, board="mps3-an547",
+                                      library_flags=[f"-I{lib}"])
+    cases = _requantize_cases(np.random.default_rng(55), 16 * RQ_CASES)
+    run = _testfw.run_firmware(fw, cases.reshape(16, -1).view(np.int8), timeout=120)
+    assert run.statuses == [0] * 16
+    got = run.outputs.view(np.int32).reshape(-1, 3)
+    want = np.array([_requantize_oracle(*map(int, c)) for c in cases], np.int64)
+    np.testing.assert_array_equal(got[:, 2], want)  # the reference kernels' requantization
+    np.testing.assert_array_equal(got[:, 0], want)  # MVE, per-lane operands
+    np.testing.assert_array_equal(got[:, 1], want)  # MVE, one channel's operands
+    # the saturating paths were reached: the bias sum and the left shift
+    total = cases[:, 0].astype(np.int64) + cases[:, 1]
+    assert np.count_nonzero((total > 2**31 - 1) | (total < -(2**31))) > 0
+    shifted = total * 2.0 ** np.maximum(cases[:, 3], 0)
+    assert np.count_nonzero((shifted > 2**31) | (shifted < -(2**31))) > 100
+
+
 # -- fuzz: extreme scales, biases and inputs ------------------------------------------------
 
 
