@@ -34,6 +34,13 @@ The models are committed under tests/codegen/test_qemu_models/ (regenerate them 
     .venv/bin/python tools/bench_codegen.py --board mps2-an385 --core cortex-m0plus
     .venv/bin/python tools/bench_codegen.py --models --packed --tflite kws.tflite \
         --inputs-npy kws_inputs.npy                           # any int8 model
+    .venv/bin/python tools/bench_codegen.py --models --packed --tflite kws.tflite \
+        --inputs-npy kws_inputs.npy --cores                   # per core, M0+ to M55
+
+With ``--cores`` the table has one row per model, core (M0+, M4, M7, M33, M55, each on its
+profile's QEMU board with its profile's compiler flags) and kernel set: the reference kernels
+and the ones that core's profile selects (DSP on the M4/M7/M33, MVE on the M55), side by
+side from the same run; flash is the library's text + rodata built for that core.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ SEED = 1234
 N_INPUTS = 200  # per model, from the digits test split
 MODEL_NAMES = ("digits", "dscnn", "resnet", "mobilenet")
 SIZE_CORES = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m55")
+ALL_CORES = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -328,6 +336,7 @@ def measure_model(
     reference: np.ndarray | None = None,
     tflm_arena: int | None = None,
     layer_by_layer: bool = False,
+    size_cores: tuple[str, ...] = SIZE_CORES,
 ) -> ModelFigures:
     """Generate (reference kernels, or those the ``target`` profile's cpu.features select),
     compile, run on the emulated board and compare with TFLite Micro."""
@@ -336,7 +345,7 @@ def measure_model(
     lib_dir = work / "c"
     result = codegen.generate(model_bytes, lib_dir, name=name, target=target,
                               layer_by_layer=layer_by_layer)
-    sizes = {c: _flash(lib_dir, work, c) for c in SIZE_CORES}
+    sizes = {c: _flash(lib_dir, work, c) for c in size_cores}
     fw, run = _run_on_board(result, lib_dir, inputs, work / "fw", board=board, core=core)
     if reference is None:
         reference = micro.run(model_bytes, inputs).reshape(len(inputs), -1)
@@ -354,7 +363,8 @@ def measure_model(
         stack_bytes=run.max_stack_bytes,
         ram_bytes=result.arena_size + run.max_stack_bytes,
         tflm_arena_bytes=tflm_arena,
-        library_static_ram=sizes["cortex-m4"].ram,
+        library_static_ram=next(iter(sizes.values())).ram if "cortex-m4" not in sizes
+        else sizes["cortex-m4"].ram,
         board=fw.board.machine,
         core=fw.core.name,
         flash={c: s.text + s.rodata for c, s in sizes.items()},
@@ -479,6 +489,31 @@ def _table(rows: list[ModelFigures]) -> str:
     return _format(lines)
 
 
+def _kernel_set(features) -> str:
+    """The optimized kernel folder the features select (emit.FEATURE_DIRS), by name."""
+    from edgeslim.codegen.emit import kernel_dirs
+
+    first = kernel_dirs(features)[0]
+    return {"kernels_mve": "MVE", "kernels_dsp": "DSP"}.get(first, "reference")
+
+
+def _cores_table(rows: list[ModelFigures]) -> str:
+    head = ("model", "core", "board", "kernels", "MACs", "instr/inference", "instr/MAC",
+            "opt/ref", "flash", "arena", "stack", "RAM", "bit-exact")
+    lines = [head]
+    ref = {(r.model, r.core): r.instructions for r in rows if r.kernels == "reference"}
+    for r in rows:
+        base = ref.get((r.model, r.core))
+        lines.append((
+            r.model, r.core, r.board, _kernel_set(r.features), f"{r.macs:,}",
+            f"{r.instructions:,}",
+            f"{r.instructions_per_mac:.2f}", f"{r.instructions / base:.3f}" if base else "",
+            f"{next(iter(r.flash.values())):,}", f"{r.arena_bytes:,}", f"{r.stack_bytes:,}",
+            f"{r.ram_bytes:,}", f"{r.bit_exact}/{r.inputs}",
+        ))  # fmt: skip
+    return _format(lines)
+
+
 def _format(lines: list[tuple]) -> str:
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(lines[0]))]
     out = []
@@ -506,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
                     default="scheduled",
                     help="the memory plan: depthwise layers in place / fused with the next 1x1 "
                          "convolution where that is smaller (default), each layer whole, or both")
+    ap.add_argument("--cores", nargs="*", metavar="PROFILE",
+                    help="measure on each of these cores' boards (default with no name: "
+                         f"{' '.join(ALL_CORES)}), reference and optimized kernels per core")
     ap.add_argument("--tflite", type=Path, action="append", default=[],
                     help="also measure this int8 model (inputs from --inputs-npy, same order)")
     ap.add_argument("--inputs-npy", type=Path, action="append", default=[],
@@ -531,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     models = [(name, *load_model(name)) for name in args.models]
     models += [(p.stem, p.read_bytes(), np.load(n)) for p, n in zip(args.tflite, args.inputs_npy)]
     rows = []
+    if args.cores is not None:
+        return _per_core(args, models)
     for name, model_bytes, inputs in models:
         inputs = inputs[: args.inputs]
         t0 = time.perf_counter()
@@ -566,6 +606,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"models": [asdict(r) for r in rows],
                                          "packed": [asdict(r) for r in packed]}, indent=2))
+    return 0
+
+
+def _per_core(args, models) -> int:
+    """--cores: every model on every core's board, reference and that core's kernels."""
+    from edgeslim import micro
+    from edgeslim.codegen import target_features
+    from edgeslim.harness import firmware
+
+    cores = args.cores or list(ALL_CORES)
+    rows = []
+    for name, model_bytes, inputs in models:
+        inputs = inputs[: args.inputs]
+        t0 = time.perf_counter()
+        reference = micro.run(model_bytes, inputs).reshape(len(inputs), -1)
+        tflm_arena = micro.measure_arena(model_bytes)
+        for core in cores:
+            board, _ = firmware.board_for_target(core)
+            targets = [None, core] if target_features(core) else [None]
+            for target in targets:
+                with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+                    r = measure_model(name, model_bytes, inputs, Path(tmp), board=board.machine,
+                                      core=core, target=target, reference=reference,
+                                      tflm_arena=tflm_arena, size_cores=(core,))
+                r.features = list(target_features(target)) if target else []
+                rows.append(r)
+        print(f"{name}: measured in {time.perf_counter() - t0:.1f} s (host wall clock)",
+              file=sys.stderr)  # fmt: skip
+    print("Generated C per core, each on its profile's QEMU board (-icount shift=6; the M0+ "
+          "runs on the M3 board mps2-an385), reference kernels and the ones the core's profile "
+          "selects from the same run; opt/ref = instructions against the reference kernels on "
+          "that core; flash = library text + rodata built for that core; RAM = arena + stack "
+          "high-water mark; bit-exact = outputs equal to TFLite Micro's")
+    print(_cores_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"cores": [asdict(r) | {"features": r.features}
+                                                   for r in rows]}, indent=2))
     return 0
 
 

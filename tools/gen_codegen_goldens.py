@@ -8,7 +8,8 @@ so the goldens are only inputs. Usage:
     .venv/bin/python tools/gen_codegen_goldens.py --ops conv_2d,add   # some families only
 
 ops/<family>_NN.tflite: 20 random single-op models per family (shapes, strides, padding,
-dilation, depth multipliers, per-channel scales, activations drawn from a seeded RNG);
+dilation, depth multipliers, per-channel scales, activations drawn from a seeded RNG;
+wide_depthwise: 10, ``--ops wide_depthwise --count 10``);
 models/*.tflite: DS-CNN, residual net, MobileNet-style (and a clustered copy) trained
 briefly on sklearn's digits; errors/*.tflite: models the generator must refuse.
 """
@@ -127,6 +128,22 @@ def b_depthwise_conv_2d(rng):
     if rng.integers(0, 4) == 0:
         return _dilated(rng, depthwise=True)
     h, w, c = rng.integers(3, 10), rng.integers(3, 10), rng.integers(1, 6)
+    k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    stride = int(rng.integers(1, 3))
+    pad = ["same", "valid"][rng.integers(0, 2)]
+    if pad == "valid" and (h < k[0] or w < k[1]):
+        pad = "same"
+    x = L.Input((h, w, c))
+    y = L.DepthwiseConv2D(k, strides=stride, padding=pad,
+                          depth_multiplier=int(rng.integers(1, 4)), activation=_act(rng),
+                          use_bias=bool(rng.integers(0, 2)), name="dw")(x)
+    return keras.Model(x, y)
+
+
+def b_wide_depthwise(rng):
+    """DEPTHWISE_CONV_2D with 6-20 input channels (the optimized kernels' groups of four
+    and eight channels, with and without a remainder) and depth multipliers 1-3."""
+    h, w, c = rng.integers(3, 8), rng.integers(3, 8), rng.integers(6, 21)
     k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
     stride = int(rng.integers(1, 3))
     pad = ["same", "valid"][rng.integers(0, 2)]
@@ -340,7 +357,7 @@ BUILDERS = {name[2:]: fn for name, fn in globals().items() if name.startswith("b
 FAMILY_ORDER = (
     "add", "average_pool_2d", "concatenation", "conv_2d", "depthwise_conv_2d",
     "fully_connected", "hard_swish", "logistic", "max_pool_2d", "mean", "mul", "pad",
-    "quantize", "reshape", "softmax", "tanh", "clustered", "const_operand",
+    "quantize", "reshape", "softmax", "tanh", "clustered", "const_operand", "wide_depthwise",
 )
 FLOAT_IO = {"quantize"}
 

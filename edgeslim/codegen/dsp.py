@@ -86,9 +86,15 @@ def matmul_operands(weights: np.ndarray, bias: np.ndarray | None, input_zero_poi
     )
 
 
-def depthwise_eligible(depth_multiplier: int, filter_taps: int, multiplier) -> str | None:
-    if depth_multiplier != 1:
-        return f"depth multiplier {depth_multiplier} (the DSP kernel takes 1)"
+def by_multiplier_index(v, channels: int, depth_multiplier: int) -> np.ndarray:
+    """Depthwise per-channel values [..., o], o = channel * dm + m, reordered to
+    [..., m, channel]: for a fixed m, consecutive input channels are consecutive (one load
+    of four inputs serves four output channels)."""
+    v = np.asarray(v)
+    return v.reshape(v.shape[:-1] + (channels, depth_multiplier)).swapaxes(-1, -2)
+
+
+def depthwise_eligible(filter_taps: int, multiplier) -> str | None:
     if filter_taps > MAX_DEPTH:
         return f"{filter_taps} taps > {MAX_DEPTH}"
     if np.any(np.asarray(multiplier) <= 0):

@@ -8,20 +8,20 @@ from dataclasses import replace
 import numpy as np
 
 from edgeslim.modelgraph import Graph
-from edgeslim.codegen.lowering import ConstArray, Step
+from edgeslim.codegen.lowering import CONV_CALL_SHAPES, DEPTHWISE_CALL_SHAPES, ConstArray, Step
 from edgeslim.codegen.schedule import FUSE, INPLACE, PLAIN, REVERSE, Placement, Rows
 
 # Kernel sources in dependency order (a kernel file may use any file listed before it).
 KERNEL_ORDER = (
-    "fixedpoint", "simd", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4",
-    "conv_dsp", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_inplace",
-    "depthwise_conv_dsp",
+    "fixedpoint", "simd", "mve", "gemmlowp_math", "broadcast", "lut4", "conv", "conv_lut4",
+    "conv_dsp", "conv_mve", "depthwise_conv", "depthwise_conv_lut4", "depthwise_conv_inplace",
+    "depthwise_conv_dsp", "depthwise_conv_mve",
     "fully_connected", "fully_connected_lut4", "pooling", "mean", "add", "mul", "softmax",
     "logistic", "tanh", "hard_swish", "pad", "concatenation", "quantize", "copy",
 )
 # Kernel folders searched in order for each kernel source, by target feature: an optimized
 # folder first when the target's cpu.features has its feature, the reference kernels last.
-FEATURE_DIRS = (("dsp", "kernels_dsp"),)
+FEATURE_DIRS = (("mve-int", "kernels_mve"), ("dsp", "kernels_dsp"))
 REFERENCE_DIR = "kernels"
 
 
@@ -146,8 +146,9 @@ def _shaped(step: Step, variant: str, **shape) -> Step:
     if step.call_args:
         names = CALL_SHAPES[step.function]
         args = list(step.call_args)
+        first = 1 if args[0] == "NULL" else 0  # a kernel's absent scratch argument comes first
         for k, v in shape.items():
-            args[names.index(k)] = str(int(v))
+            args[first + names.index(k)] = str(int(v))
         new.call_args = args
     else:
         new.params.update(shape)
@@ -156,12 +157,10 @@ def _shaped(step: Step, variant: str, **shape) -> Step:
 
 # the leading constant arguments of the optimized kernels, in order (lowering.py)
 CALL_SHAPES = {
-    "es_conv2d_s8_dsp": ("batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c",
-                         "filter_h", "filter_w", "stride_h", "stride_w", "dilation_h",
-                         "dilation_w", "pad_h", "pad_w"),
-    "es_depthwise_conv2d_s8_dsp": ("batches", "in_h", "in_w", "in_c", "out_h", "out_w",
-                                   "filter_h", "filter_w", "stride_h", "stride_w",
-                                   "dilation_h", "dilation_w", "pad_h", "pad_w"),
+    "es_conv2d_s8_dsp": CONV_CALL_SHAPES,
+    "es_conv2d_s8_mve": CONV_CALL_SHAPES,
+    "es_depthwise_conv2d_s8_dsp": DEPTHWISE_CALL_SHAPES,
+    "es_depthwise_conv2d_s8_mve": DEPTHWISE_CALL_SHAPES,
 }
 
 

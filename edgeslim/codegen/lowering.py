@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeslim.codegen import dsp, quant
+from edgeslim.codegen import dsp, mve, quant
 from edgeslim import modelgraph
 from edgeslim.modelgraph import Graph, Operator, Tensor, activation_name, padding_name
 from edgeslim.errors import CodegenError
@@ -33,6 +33,16 @@ class ConstArray:
     name: str
     ctype: str  # "int8_t", "int32_t", ...
     values: np.ndarray  # flat
+
+
+# The leading constant arguments of the optimized convolution kernels (DSP and MVE), in
+# order: the shape fields a fused band changes (emit._shaped).
+CONV_CALL_SHAPES = ("batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h",
+                    "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h",
+                    "pad_w")
+DEPTHWISE_CALL_SHAPES = ("batches", "in_h", "in_w", "in_c", "out_h", "out_w", "depth_multiplier",
+                         "filter_h", "filter_w", "stride_h", "stride_w", "dilation_h",
+                         "dilation_w", "pad_h", "pad_w")
 
 
 @dataclass
@@ -83,6 +93,7 @@ class Lowerer:
         self.g = graph
         self.pack_weights = pack_weights
         self.dsp = dsp.has_dsp(features)
+        self.mve = mve.has_mve(features)
 
     # -- optimized kernels (the target profile's cpu.features) ----------------------------
     def bias_values(self, op: Operator, channels: int) -> np.ndarray:
@@ -92,8 +103,9 @@ class Lowerer:
 
     def to_dsp_matmul(self, step: Step, weights: np.ndarray, geometry: dict) -> Step:
         """CONV_2D / FULLY_CONNECTED on es_conv2d_s8_dsp (kernels_dsp/conv_dsp.c) when it
-        computes exactly what the reference kernel does; else the step unchanged."""
-        if not self.dsp or step.lut4 is not None:
+        computes exactly what the reference kernel does; else the step unchanged. On an MVE
+        core, es_conv2d_s8_mve (kernels_mve/conv_mve.c) with the same operands."""
+        if not (self.dsp or self.mve) or step.lut4 is not None:
             return step
         op, P = step.op, step.params
         p = f"op{op.index}"
@@ -120,51 +132,99 @@ class Lowerer:
         step.kernels = ("simd", "conv_dsp")
         step.params_type, step.params = None, {}
         step.scratch_bytes = 8 * got["k4"] + (0 if direct else k)
-        step.call_args = [str(int(g[n])) for n in (
-            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "filter_h", "filter_w",
-            "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w")] + [
+        mode = got["bounded"]
+        if self.mve:
+            # the MVE kernel (kernels_mve/conv_mve.c) reads the same operands: int8 columns
+            # gathered into the scratch, none for a 1x1 filter without padding
+            step.function = "es_conv2d_s8_mve"
+            step.kernels = ("simd", "conv_dsp", "mve", "conv_mve")
+            step.scratch_bytes = 0 if direct else 4 * k
+            mode = mve.has_left_shift(got["shift"])
+        step.call_args = [str(int(g[n])) for n in CONV_CALL_SHAPES] + [
             str(int(x.zero_point)), str(int(P["output_offset"])), str(int(P["act_min"])),
             str(int(P["act_max"])), f"{p}_filter", f"{p}_bias", f"{p}_multiplier", f"{p}_shift",
-            str(int(got["bounded"]))]
+            str(int(mode))]
+        if not step.scratch_bytes:
+            step.call_args.insert(0, "NULL")  # the kernel's scratch argument: none needed
+        return step
+
+    def to_mve_depthwise(self, step: Step) -> Step:
+        """DEPTHWISE_CONV_2D (any depth multiplier) on es_depthwise_conv2d_s8_mve
+        (kernels_mve/depthwise_conv_mve.c) when it is exact; else the DSP kernel's rules."""
+        if step.lut4 is not None:
+            return step
+        op, P = step.op, step.params
+        p = f"op{op.index}"
+        arrays = {a.name: a for a in step.arrays}
+        in_c, dm = P["in_c"], P["depth_multiplier"]
+        out_c = in_c * dm
+        w = self.t(op.inputs[1]).data.reshape(-1, out_c)
+        got = mve.depthwise_operands(w, self.bias_values(op, out_c),
+                                     arrays[f"{p}_multiplier"].values,
+                                     arrays[f"{p}_shift"].values, in_c, dm, P["input_offset"])
+        if isinstance(got, str):
+            step.note = f"reference kernel: {got}"
+            return step
+        step.arrays = [ConstArray(f"{p}_{name}", ctype, got[key]) for name, ctype, key in (
+            ("filter", "int8_t", "weights"), ("bias", "int32_t", "bias"),
+            ("bias_interior", "int32_t", "bias_interior"), ("multiplier", "int32_t", "multiplier"),
+            ("shift", "int8_t", "shift"))]
+        step.function = "es_depthwise_conv2d_s8_mve"
+        step.kernels = ("simd", "mve", "depthwise_conv_mve")
+        step.call_args = [str(int(P[n])) for n in DEPTHWISE_CALL_SHAPES + (
+            "input_offset", "output_offset", "act_min", "act_max")] + [
+            f"{p}_filter", f"{p}_bias", f"{p}_bias_interior", f"{p}_multiplier", f"{p}_shift",
+            str(got["has_left"])]
+        step.params_type, step.params = None, {}
         return step
 
     def to_dsp_depthwise(self, step: Step) -> Step:
+        """DEPTHWISE_CONV_2D (any depth multiplier) on es_depthwise_conv2d_s8_dsp
+        (kernels_dsp/depthwise_conv_dsp.c) when it is exact; else the step unchanged."""
         if not self.dsp or step.lut4 is not None:
             return step
         op, P = step.op, step.params
         p = f"op{op.index}"
         arrays = {a.name: a for a in step.arrays}
-        why = dsp.depthwise_eligible(P["depth_multiplier"], P["filter_h"] * P["filter_w"],
-                                     arrays[f"{p}_multiplier"].values)
+        taps = P["filter_h"] * P["filter_w"]
+        why = dsp.depthwise_eligible(taps, arrays[f"{p}_multiplier"].values)
         if why:
             step.note = f"reference kernel: {why}"
             return step
-        channels = P["in_c"]
-        if P["bias"] == "NULL":
-            step.arrays.append(ConstArray(f"{p}_bias", "int32_t", np.zeros(channels, np.int32)))
-        w = self.t(op.inputs[1]).data.reshape(-1, channels).astype(np.int64)
-        bias = self.bias_values(op, channels)
+        channels, dm = P["in_c"], P["depth_multiplier"]
+        out_c = channels * dm
+        w = self.t(op.inputs[1]).data.reshape(-1, out_c).astype(np.int64)  # [tap][o]
+        bias = self.bias_values(op, out_c)
         interior = bias + int(P["input_offset"]) * w.sum(axis=0)
         if interior.min() < -(2**31) or interior.max() > 2**31 - 1:
             step.note = "reference kernel: the bias with the input offset folded in leaves int32"
             return step
-        step.arrays.append(ConstArray(f"{p}_bias_interior", "int32_t", interior.astype(np.int32)))
         # edge pixels multiply inputs with their offset added (|x + offset| <= 255) from the
         # bias, interior ones raw inputs (|x| <= 128) from the folded bias
-        shifts = arrays[f"{p}_shift"].values
+        shifts = np.broadcast_to(arrays[f"{p}_shift"].values, (out_c,))
+        mults = np.broadcast_to(arrays[f"{p}_multiplier"].values, (out_c,))
         fits = min(dsp.bounded_mode(np.abs(w).sum(axis=0), bias, 255, shifts),
                    dsp.bounded_mode(np.abs(w).sum(axis=0), interior, 128, shifts))
-        taps = P["filter_h"] * P["filter_w"]
+
+        def by_m(v: np.ndarray) -> np.ndarray:
+            return dsp.by_multiplier_index(v, channels, dm)
+
+        wm = by_m(w)  # [tap][m][channel]
         c4 = channels // 4 * 4
-        # [tap][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
+        # [tap][m][channel / 4][c0, c2, c1, c3] as int16: the (c0, c2) and (c1, c3) pairs the
         # kernel's SXTB16 makes of four inputs
-        w16 = w[:, :c4].reshape(taps, c4 // 4, 4)[:, :, [0, 2, 1, 3]].astype(np.int16)
-        step.arrays.append(ConstArray(f"{p}_filter16", "int16_t", w16.ravel()))
+        w16 = wm[:, :, :c4].reshape(taps, dm, c4 // 4, 4)[..., [0, 2, 1, 3]].astype(np.int16)
+        step.arrays = [
+            ConstArray(f"{p}_filter", "int8_t", wm.astype(np.int8).ravel()),
+            ConstArray(f"{p}_filter16", "int16_t", w16.ravel()),
+            ConstArray(f"{p}_bias", "int32_t", by_m(bias).astype(np.int32).ravel()),
+            ConstArray(f"{p}_bias_interior", "int32_t", by_m(interior).astype(np.int32).ravel()),
+            ConstArray(f"{p}_multiplier", "int32_t", by_m(mults).astype(np.int32).ravel()),
+            ConstArray(f"{p}_shift", "int8_t", by_m(shifts).astype(np.int8).ravel()),
+        ]
         step.function = "es_depthwise_conv2d_s8_dsp"
         step.kernels = ("simd", "depthwise_conv_dsp")
-        step.call_args = [str(int(P[n])) for n in (
-            "batches", "in_h", "in_w", "in_c", "out_h", "out_w", "filter_h", "filter_w",
-            "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_h", "pad_w",
+        step.call_args = [str(int(P[n])) for n in DEPTHWISE_CALL_SHAPES + (
             "input_offset", "output_offset", "act_min", "act_max")] + [
             f"{p}_filter", f"{p}_filter16", f"{p}_bias", f"{p}_bias_interior",
             f"{p}_multiplier", f"{p}_shift", str(int(fits))]
@@ -351,7 +411,7 @@ class Lowerer:
                     shape=dict(params))
         step = self.maybe_pack(step, [wt.data[0, :, :, c].ravel() for c in range(oc)])
         reference = replace(step, arrays=list(step.arrays), params=dict(step.params))
-        step = self.to_dsp_depthwise(step)
+        step = self.to_mve_depthwise(step) if self.mve else self.to_dsp_depthwise(step)
         if step.call_args:
             step.reference = reference
         return step

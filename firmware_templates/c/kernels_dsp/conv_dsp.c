@@ -19,14 +19,17 @@
  * weight word lines up with one 32-bit load of inputs, and the two halves of that weight
  * word serve four pixels. */
 
-/* k int8 values -> int16, [x0, x2, x1, x3] per group of four, the last group zero-padded. */
-ES_INLINE void es_dsp_widen(const int8_t *restrict src, int16_t *restrict dst, int32_t k)
+/* k int8 values -> int16, [x0, x2, x1, x3] per group of four, the last group zero-padded;
+ * group i at dst + i * step (step 4: contiguous; 16: four pixels' columns interleaved). */
+ES_INLINE void es_dsp_widen(const int8_t *restrict src, int16_t *restrict dst, int32_t k,
+                            int32_t step)
 {
     int32_t g;
     for (g = 0; g + 4 <= k; g += 4) {
         const uint32_t v = es_read_u32(src + g);
-        es_write_u32(dst + g, es_sxtb16(v));
-        es_write_u32(dst + g + 2, es_sxtb16_ror8(v));
+        es_write_u32(dst, es_sxtb16(v));
+        es_write_u32(dst + 2, es_sxtb16_ror8(v));
+        dst += step;
     }
     if (g < k) {
         uint32_t v = 0;
@@ -34,8 +37,8 @@ ES_INLINE void es_dsp_widen(const int8_t *restrict src, int16_t *restrict dst, i
         for (i = 0; g + i < k; i++) {
             v |= (uint32_t)(uint8_t)src[g + i] << (8 * i);
         }
-        es_write_u32(dst + g, es_sxtb16(v));
-        es_write_u32(dst + g + 2, es_sxtb16_ror8(v));
+        es_write_u32(dst, es_sxtb16(v));
+        es_write_u32(dst + 2, es_sxtb16_ror8(v));
     }
 }
 
@@ -70,9 +73,10 @@ ES_INLINE void es_dsp_gather(const int8_t *restrict in_b, int8_t *restrict buf, 
     (out)[c] = es_requantize_acc(bounded, (acc), bias[c], multiplier[c], shift[c],            \
                                  output_offset, act_min, act_max)
 
-/* All output channels of four pixels whose widened inputs are cols[p * k4 .. (p + 1) * k4):
- * per channel, one weight word (SXTB16 to two pairs) feeds eight SMLADs, and the four
- * accumulators, the weight and two input words fit the core's registers without spills. */
+/* All output channels of four pixels whose widened inputs are interleaved in cols: per group
+ * of four depth values, pixel p's two words at cols[16 g + 4 p]. Per channel, one weight
+ * word (SXTB16 to two pairs) feeds eight SMLADs; the eight input words of a group are
+ * consecutive (LDRD pairs); the loop is unrolled twice (the trip count is a constant). */
 ES_INLINE void es_dsp_four_pixels(const int16_t *restrict cols, int8_t *restrict out,
                                   int32_t out_c, int32_t k4, const int8_t *restrict w,
                                   const int32_t *restrict bias,
@@ -88,19 +92,27 @@ ES_INLINE void es_dsp_four_pixels(const int16_t *restrict cols, int8_t *restrict
     for (c = 0; c < out_c; c++) {
         int32_t a0 = es_acc_start(bounded, bias[c]), a1 = a0, a2 = a0, a3 = a0;
         const int16_t *x = cols;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 2
+#endif
         for (g = 0; g < k4; g += 4) {
             const uint32_t wv = es_read_u32(w);
             const uint32_t lo = es_sxtb16(wv), hi = es_sxtb16_ror8(wv);
-            a0 = es_smlad(lo, es_read_u32(x), a0);
-            a0 = es_smlad(hi, es_read_u32(x + 2), a0);
-            a1 = es_smlad(lo, es_read_u32(x + k4), a1);
-            a1 = es_smlad(hi, es_read_u32(x + k4 + 2), a1);
-            a2 = es_smlad(lo, es_read_u32(x + 2 * k4), a2);
-            a2 = es_smlad(hi, es_read_u32(x + 2 * k4 + 2), a2);
-            a3 = es_smlad(lo, es_read_u32(x + 3 * k4), a3);
-            a3 = es_smlad(hi, es_read_u32(x + 3 * k4 + 2), a3);
+            uint32_t x0, x1;
+            /* each pixel's two input words in one LDRD */
+            es_ldrd_next(&x, &x0, &x1);
+            a0 = es_smlad(lo, x0, a0);
+            a0 = es_smlad(hi, x1, a0);
+            es_ldrd_next(&x, &x0, &x1);
+            a1 = es_smlad(lo, x0, a1);
+            a1 = es_smlad(hi, x1, a1);
+            es_ldrd_next(&x, &x0, &x1);
+            a2 = es_smlad(lo, x0, a2);
+            a2 = es_smlad(hi, x1, a2);
+            es_ldrd_next(&x, &x0, &x1);
+            a3 = es_smlad(lo, x0, a3);
+            a3 = es_smlad(hi, x1, a3);
             w += 4;
-            x += 4;
         }
         ES_DSP_STORE(out, a0);
         ES_DSP_STORE(out + out_c, a1);
@@ -130,8 +142,9 @@ ES_INLINE void es_dsp_one_pixel(const int16_t *restrict col, int8_t *restrict ou
     }
 }
 
-/* Widen output pixel n's receptive field into col (k4 int16). */
+/* Widen output pixel n's receptive field into col (k4 int16, group i at col + i * step). */
 ES_INLINE void es_dsp_conv_column(const int8_t *restrict input, int16_t *restrict col,
+                                  int32_t step,
                                   int8_t *restrict gather, int32_t n, int32_t in_h,
                                   int32_t in_w, int32_t in_c, int32_t out_h, int32_t out_w,
                                   int32_t filter_h, int32_t filter_w, int32_t stride_h,
@@ -144,11 +157,11 @@ ES_INLINE void es_dsp_conv_column(const int8_t *restrict input, int16_t *restric
     const int8_t *in_b = input + b * in_h * in_w * in_c;
     const int32_t k = filter_h * filter_w * in_c;
     if (filter_h == 1 && filter_w == 1 && pad_h == 0 && pad_w == 0) {
-        es_dsp_widen(in_b + (oy * stride_h * in_w + ox * stride_w) * in_c, col, k);
+        es_dsp_widen(in_b + (oy * stride_h * in_w + ox * stride_w) * in_c, col, k, step);
     } else {
         es_dsp_gather(in_b, gather, in_h, in_w, in_c, filter_h, filter_w, dil_h, dil_w,
                       oy * stride_h - pad_h, ox * stride_w - pad_w, input_zp);
-        es_dsp_widen(gather, col, k);
+        es_dsp_widen(gather, col, k, step);
     }
 }
 
@@ -173,7 +186,7 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
     int32_t n, i;
     for (n = 0; n < in_fours; n += 4) {
         for (i = 0; i < 4; i++) {
-            es_dsp_conv_column(input, cols + i * k4, gather, n + i, in_h, in_w, in_c, out_h,
+            es_dsp_conv_column(input, cols + 4 * i, 16, gather, n + i, in_h, in_w, in_c, out_h,
                                out_w, filter_h, filter_w, stride_h, stride_w, dil_h, dil_w,
                                pad_h, pad_w, input_zp);
         }
@@ -181,7 +194,7 @@ ES_INLINE void es_conv2d_s8_dsp(const int8_t *restrict input, int8_t *restrict o
                            output_offset, act_min, act_max, bounded);
     }
     for (n = in_fours; n < pixels; n++) {
-        es_dsp_conv_column(input, cols, gather, n, in_h, in_w, in_c, out_h, out_w, filter_h,
+        es_dsp_conv_column(input, cols, 4, gather, n, in_h, in_w, in_c, out_h, out_w, filter_h,
                            filter_w, stride_h, stride_w, dil_h, dil_w, pad_h, pad_w, input_zp);
         es_dsp_one_pixel(cols, output + n * out_c, out_c, k4, w, bias, multiplier, shift,
                          output_offset, act_min, act_max, bounded);

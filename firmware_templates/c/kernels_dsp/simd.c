@@ -64,6 +64,26 @@ ES_INLINE uint32_t es_sxtb16_ror8(uint32_t x)
 #endif
 }
 
+/* Two words from the 4-byte aligned *p, which then advances by 8 bytes: one LDRD with
+ * post-increment (GCC does not pair the two loads itself). The memory operand tells the
+ * compiler which bytes the instruction reads. */
+typedef struct {
+    uint32_t w[2];
+} es_two_words_t;
+
+ES_INLINE void es_ldrd_next(const int16_t **p, uint32_t *lo, uint32_t *hi)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __asm__("ldrd %0, %1, [%2], #8"
+            : "=r"(*lo), "=r"(*hi), "+r"(*p)
+            : "m"(*(const es_two_words_t *)*p));
+#else
+    *lo = es_read_u32(*p);
+    *hi = es_read_u32(*p + 2);
+    *p += 4;
+#endif
+}
+
 /* acc + lo(a) * lo(b) + hi(a) * hi(b) */
 ES_INLINE int32_t es_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
@@ -122,6 +142,13 @@ ES_INLINE uint32_t es_sxtb16(uint32_t x)
 ES_INLINE uint32_t es_sxtb16_ror8(uint32_t x)
 {
     return es_pack16(es_s8_at(x, 1), es_s8_at(x, 3));
+}
+
+ES_INLINE void es_ldrd_next(const int16_t **p, uint32_t *lo, uint32_t *hi)
+{
+    *lo = es_read_u32(*p);
+    *hi = es_read_u32(*p + 2);
+    *p += 4;
 }
 
 ES_INLINE int32_t es_smlad(uint32_t a, uint32_t b, int32_t acc)
