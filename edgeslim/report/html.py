@@ -177,6 +177,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
     def missing(v) -> bool:
         return v is None or isinstance(v, jinja2.Undefined)
 
