@@ -42,11 +42,21 @@ def _io(detail: dict) -> IOQuant:
     return IOQuant(np.dtype(detail["dtype"]), float(scale), int(zp), tuple(detail["shape"]))
 
 
-def litert_interpreter(model_bytes: bytes):
+def litert_interpreter(model_bytes: bytes, *, preserve_all_tensors: bool = False):
+    """LiteRT's interpreter, EDGESLIM_THREADS threads. ``preserve_all_tensors``: keep every
+    intermediate tensor readable after ``invoke`` (which also leaves out the default XNNPACK
+    delegate, whose fused kernels would hide them): for per-layer debugging."""
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter
 
     threads = int(os.environ.get("EDGESLIM_THREADS", "0")) or None
-    return Interpreter(model_content=model_bytes, num_threads=threads)
+    if not preserve_all_tensors:
+        return Interpreter(model_content=model_bytes, num_threads=threads)
+    with warnings.catch_warnings():  # "intended for debugging purposes only": that is the purpose
+        warnings.simplefilter("ignore", UserWarning)
+        return Interpreter(model_content=model_bytes, num_threads=threads,
+                           experimental_preserve_all_tensors=True)
 
 
 def io_details(model_bytes: bytes) -> tuple[IOQuant, IOQuant]:

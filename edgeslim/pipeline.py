@@ -791,7 +791,7 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
     """Write the bundle into a temporary folder beside ``out/<target>`` and move it there once
     every file is written (nothing half-written is ever at the final path). ``report`` gets the
     C library's figures (``--backend c``) and, with ``timings``, the wall times; it is written as
-    report.json and report.md. ``reference``: (x, y) test samples a bundle may ship to check
+    report.json, report.md and report.html. ``reference``: (x, y) test samples a bundle may ship to check
     itself on the device (the web page). Returns the bundle's folder."""
     from edgeslim.io.outputs import check_replaceable
     from edgeslim.report import render_markdown

@@ -197,7 +197,9 @@ def analyse(int8_model_bytes: bytes, keras_model, x: np.ndarray, *,
     x = _check_inputs(model, x, max_samples)
     layer_names = [layer.name for layer in model.layers]
     info = inspect_tflite(int8_model_bytes, layer_names)
-    interp = _interpreter(int8_model_bytes)
+    from edgeslim.evaluate import litert_interpreter
+
+    interp = litert_interpreter(bytes(int8_model_bytes), preserve_all_tensors=True)
     details = {d["index"]: d for d in interp.get_tensor_details()}
     tensor_names = {i: d["name"] for i, d in details.items()}
     in_detail = interp.get_input_details()
@@ -392,19 +394,6 @@ def _check_inputs(model, x, max_samples: int) -> np.ndarray:
 
 def _shape(keras_tensor) -> tuple:
     return tuple(None if d is None else int(d) for d in keras_tensor.shape[1:])
-
-
-def _interpreter(model_bytes: bytes):
-    """LiteRT keeping every intermediate tensor (which also leaves out the default XNNPACK
-    delegate, whose fused kernels would hide them)."""
-    import warnings
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    with warnings.catch_warnings():  # "intended for debugging purposes only": that is the purpose
-        warnings.simplefilter("ignore", UserWarning)
-        return Interpreter(model_content=bytes(model_bytes), experimental_preserve_all_tensors=True,
-                           num_threads=1)
 
 
 def _allocate(interp) -> None:

@@ -140,3 +140,22 @@ def test_inputs_that_do_not_fit(damaged):
         layer_errors(tflite, model, np.zeros((4, 8, 8, 2), np.float32))
     with pytest.raises(DataError, match="no samples"):
         layer_errors(tflite, model, np.zeros((0, 12, 12, 2), np.float32))
+
+
+def test_a_keras3_model_is_bridged_to_tf_keras_first():
+    import keras as keras3
+
+    from edgeslim import convert
+    from edgeslim.io.keras3_bridge import bridge_keras3_model
+    from edgeslim.quant_debug import layer_errors
+
+    keras3.utils.set_random_seed(SEED)
+    m3 = keras3.Sequential([keras3.Input((6, 6, 1)),
+                            keras3.layers.Conv2D(4, 3, activation="relu", name="k3conv"),
+                            keras3.layers.Flatten(name="k3flat"),
+                            keras3.layers.Dense(3, name="k3dense")])
+    xs = np.random.default_rng(SEED).standard_normal((64, 6, 6, 1)).astype(np.float32)
+    tflite = convert.to_int8_tflite(bridge_keras3_model(m3)[0], xs[:32])
+    errors = layer_errors(tflite, m3, xs)
+    assert [e.layer for e in errors] == ["k3conv", "k3flat", "k3dense"]
+    assert all(e.snr_db > HEALTHY_DB for e in errors)

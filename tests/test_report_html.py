@@ -169,3 +169,29 @@ def test_memory_timeline_of_a_tiny_model_by_hand(tiny_cnn_bytes):
     assert [s["live_bytes"] for s in t["steps"]] == [64 + 144, 144 + 64, 64 + 64, 64 + 3, 3 + 3]
     assert t["peak_live_bytes"] == 208 and t["peak_op_index"] == 0
     assert [s["layer"] for s in t["steps"]][:2] == ["conv1", "dw1"]
+
+
+def test_a_flagged_layer_is_shown_in_red_and_named_by_the_cli(plain_build, capsys, tmp_path):
+    """The same report with one layer's figures replaced by a damaged layer's (the figures of
+    tests/test_quant_debug.py's conv2): the page warns and draws its bar red, the build's
+    summary names it. write_html writes the page atomically."""
+    import copy
+    import dataclasses
+
+    from edgeslim.commands._options import print_summary
+    from edgeslim.report.html import render_html, write_html
+
+    report = copy.deepcopy(plain_build.report)
+    bad = report["quantization_error"]["layers"][2]
+    bad.update(snr_db=14.0, added_snr_db=23.7, rmse_steps=5.8, weight_median_steps=2.0,
+               suggestion="its int8 weights are dominated by outliers")
+    report["quantization_error"]["worst_first"].insert(0, bad["layer"])
+    html = render_html(report)
+    assert f"Most damage: <b>{bad['layer']}</b>" in html and "no layer needs attention" not in html
+    assert "#c00000" in html  # the flagged bar
+    assert "#c00000" not in (plain_build.bundle_dir / "report.html").read_text(encoding="utf-8")
+    print_summary(dataclasses.replace(plain_build, report=report))
+    out = capsys.readouterr().out
+    assert f"int8 error: layer {bad['layer']} adds 23.7 dB" in " ".join(out.split())
+    path = write_html(report, tmp_path / "page.html")
+    assert path.read_text(encoding="utf-8") == html and [p.name for p in tmp_path.iterdir()] == ["page.html"]

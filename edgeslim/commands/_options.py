@@ -98,6 +98,11 @@ def print_summary(result) -> None:
     pc = r.get("per_class")
     if pc and pc.get("flagged"):
         console.print(f"[bold]classes that lost most:[/bold] {', '.join(pc['flagged'])} (see report.md)")
+    flagged = [e for e in (r.get("quantization_error") or {}).get("layers", []) if e["suggestion"]]
+    if flagged:
+        worst = max(flagged, key=lambda e: e["added_snr_db"])
+        console.print(f"[bold]int8 error:[/bold] layer {worst['layer']} adds {worst['added_snr_db']:.1f} dB "
+                      f"(SNR {worst['snr_db']:.1f} dB): {worst['suggestion']} (see report.html)")
     console.print(f"bundle: {result.bundle_dir}")
 
 

@@ -1,4 +1,4 @@
-"""report.json (schema in docs/report.md, versioned) and report.md.
+"""report.json (schema in docs/report.md, versioned) and report.md; report.html is in html.py.
 
 The report is built from what the other steps measured; nothing here measures.
 """

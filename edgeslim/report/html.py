@@ -126,7 +126,7 @@ def plot_quantization(qerr: dict | None) -> str | None:
     xs = list(range(len(layers)))
     fig, ax = plt.subplots(figsize=(10, 3.6))
     added = [e["added_snr_db"] for e in layers]
-    colors = ["tab:red" if e.get("suggestion") else "tab:orange" for e in layers]
+    colors = ["#c00000" if e.get("suggestion") else "tab:orange" for e in layers]
     ax.bar(xs, added, color=colors, alpha=0.8, label="dB this layer adds (red: needs attention)")
     ax.plot(xs, [min(e["snr_db"], 99.0) for e in layers], "o-", color="tab:blue",
             label="cumulative SNR (int8 vs float)")
@@ -177,6 +177,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
     def missing(v) -> bool:
         return v is None or isinstance(v, jinja2.Undefined)
 
