@@ -85,7 +85,7 @@ def fused(tmp_path_factory, chost):
         tfl = to_int8_tflite(model, calib)
         x = chost.inputs(tfl, HOST_INPUTS, seed=k)
         libs = {}
-        for kind, target in (("ref", None), ("dsp", "cortex-m4")):
+        for kind, target in (("ref", None), ("dsp", "cortex-m4"), ("mve", "cortex-m55")):
             libs[kind] = codegen.generate(tfl, work / f"{name}_{kind}", name=f"{name}_{kind}",
                                           target=target)
             libs[kind + "_layers"] = codegen.generate(
@@ -98,7 +98,7 @@ def fused(tmp_path_factory, chost):
 
 def test_the_schedule_goes_below_the_layer_by_layer_plan(fused):
     for name, case in fused.items():
-        for kind in ("ref", "dsp"):
+        for kind in ("ref", "dsp", "mve"):
             r, layers = case[kind], case[kind + "_layers"]
             modes = {o.schedule for o in r.ops if o.op == "DEPTHWISE_CONV_2D"}
             assert modes == EXPECTED[name], (name, kind, modes)
@@ -110,7 +110,7 @@ def test_the_schedule_goes_below_the_layer_by_layer_plan(fused):
             assert rep["arena_size"] == r.arena_size < rep["layer_by_layer"]["lower_bound"]
 
 
-@pytest.mark.parametrize("kind", ["ref", "dsp"])
+@pytest.mark.parametrize("kind", ["ref", "dsp", "mve"])
 def test_bit_exact_on_the_host_with_sanitizers(kind, fused, chost, tmp_path):
     exe = chost.build([case[kind] for case in fused.values()], tmp_path, extra_flags=SANITIZE)
     for i, (name, case) in enumerate(fused.items()):
@@ -119,8 +119,8 @@ def test_bit_exact_on_the_host_with_sanitizers(kind, fused, chost, tmp_path):
         np.testing.assert_array_equal(got, want, err_msg=f"{name} {kind}")
 
 
-def _mux(results, work: Path):
-    """One Cortex-M4 test firmware running every library (the first input byte picks it)."""
+def _mux(results, work: Path, board: str = "mps2-an386"):
+    """One test firmware running every library (the first input byte picks it)."""
     lib_dir = work / "mux"
     lib_dir.mkdir(parents=True, exist_ok=True)
     in_bytes = 1 + max(r.input_bytes for r in results)
@@ -136,18 +136,22 @@ def _mux(results, work: Path):
     fw = firmware.build_test_firmware(
         [lib_dir / "mux.c", *[r.source for r in results]], lib_dir / "mux.h", work / "fw",
         name="mux", input_bytes=in_bytes, output_bytes=out_bytes,
-        arena_bytes=max(r.arena_size for r in results), board="mps2-an386",
+        arena_bytes=max(r.arena_size for r in results), board=board,
         library_flags=sorted({f"-I{r.header.parent}" for r in results}))
     return fw, in_bytes, out_bytes
 
 
-def test_bit_exact_on_the_emulated_m4(fused, tmp_path):
-    """Reference and DSP kernels, scheduled: one firmware, one QEMU run."""
+@pytest.mark.parametrize("board, kinds", [("mps2-an386", ("ref", "dsp")), ("mps3-an547", ("mve",))],
+                         ids=["m4", "m55"])
+def test_bit_exact_on_the_emulated_core(board, kinds, fused, tmp_path):
+    """Scheduled libraries, reference and DSP kernels on the M4, Helium (MVE) kernels on the
+    M55 (the fused bands call the optimized kernels with each band's shapes): one firmware,
+    one QEMU run per core."""
     results, batch, expected = [], [], []
     for case in fused.values():
-        for kind in ("ref", "dsp"):
+        for kind in kinds:
             results.append((case[kind], case))
-    fw, in_bytes, out_bytes = _mux([r for r, _ in results], tmp_path)
+    fw, in_bytes, out_bytes = _mux([r for r, _ in results], tmp_path, board)
     for i, (r, case) in enumerate(results):
         for x, want in zip(case["x"][:M4_INPUTS], case["tflm"][:M4_INPUTS]):
             row = np.zeros(in_bytes, np.int8)
