@@ -7,6 +7,7 @@ whole bundle is what gets copied to the Pi (``edgeslim flash --host``).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from edgeslim import __version__
@@ -15,6 +16,17 @@ from edgeslim.bundle.render import c_identifier, render_to
 from edgeslim.targets import Target
 
 MODEL_FILE = "model.tflite"
+
+# How far the agent's raw int8 outputs may be from LiteRT's (ai-edge-litert) on a PC, per
+# runtime, in steps of the output quantization: the bundle states it (README.md, `agent.py
+# info`) and `agent.py run --check` holds a run to it. Measured on an arm64 Debian bookworm
+# userland under qemu-user (tools/pi_userland.py, tests/bundle/test_pi_userland.py) with the
+# digits example model, 360 test samples, and on x86 for tflite-runtime, which differs there
+# as much (its int8 kernels are older than LiteRT's, not the CPU).
+EXPECTED_AGREEMENT = {
+    "ai-edge-litert": {"max_abs_diff": 1, "measured": "digits, 360 samples: 356 bit-exact, top-1 identical"},
+    "tflite-runtime": {"max_abs_diff": 11, "measured": "digits, 360 samples: 188 bit-exact, top-1 identical"},
+}
 
 
 def write_labels(path: Path, labels: list[str]) -> Path:
@@ -43,6 +55,8 @@ def write_rpi(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_nam
         "num_threads": int(target.runtime_options.get("num_threads", 4)),
         "target": target,
         "dut_engine": dut_engine_source(),
+        "expected_agreement": json.dumps(EXPECTED_AGREEMENT, indent=4),
+        "agreement": EXPECTED_AGREEMENT,
     }
     written = [
         render_to(bundle_dir / "agent.py", "rpi/agent.py.j2", mode=0o755, **ctx),
