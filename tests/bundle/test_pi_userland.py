@@ -224,3 +224,52 @@ def test_edgeslim_bench_against_the_agent_serving_in_the_userland(userland, lite
     assert r["agreement"]["max_abs_diff"] <= 1 and r["agreement"]["top1_agreement"] == 1.0
     assert r["agreement"]["bit_exact"] >= 36
     assert r["latency_us"]["median"] > 0
+
+
+def test_no_mount_of_the_userland_leaks_to_the_host(userland, litert_home):
+    """Every run's mounts (proc, cpuinfo, dev, sys, home, ...) lived in its own mount
+    namespace: after the runs above (and the agent killed), the host's table has none."""
+    r = userland.run(["true"], home=litert_home[0], timeout=120)
+    assert r.returncode == 0, r.stderr
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(userland.path) not in mounts
+
+
+# The tool's own logic, without the userland (no root needed).
+
+def test_cpuinfo_is_a_pi4_or_pi5_with_four_cores():
+    for board, part, cpu in (("rpi4", "0xd08", "cortex-a72"), ("rpi5", "0xd0b", "cortex-a76")):
+        text = pi_userland.cpuinfo_text(board)
+        assert text.count("processor\t:") == 4 and text.count(f"CPU part\t: {part}") == 4
+        assert "CPU implementer\t: 0x41" in text and pi_userland.BOARDS[board]["qemu_cpu"] == cpu
+    assert "asimddp" in pi_userland.cpuinfo_text("rpi5") and "asimddp" not in pi_userland.cpuinfo_text("rpi4")
+
+
+def test_a_half_built_or_other_recipe_cache_is_not_used(tmp_path):
+    assert not pi_userland.is_built(tmp_path)  # no complete.json: half-built
+    (tmp_path / "complete.json").write_text(json.dumps({"stamp": "0 buster armhf"}))
+    assert not pi_userland.is_built(tmp_path)  # another recipe: rebuilt
+    (tmp_path / "complete.json").write_text("{")
+    assert not pi_userland.is_built(tmp_path)
+    (tmp_path / "complete.json").write_text(json.dumps({"stamp": pi_userland.STAMP}))
+    assert pi_userland.is_built(tmp_path)
+
+
+def test_bundle_goes_where_its_readme_says(tmp_path, tiny_cnn_bytes):
+    d = tmp_path / "b"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(tiny_cnn_bytes)
+    write_target_files(d, load_target("rpi5"), model_bytes=tiny_cnn_bytes, fp16_bytes=None,
+                       model_name="tiny cnn", labels=None, check=None)
+    assert pi_userland.bundle_folder(d) == "edgeslim/tiny_cnn"
+    assert "edgeslim/tiny_cnn && ./install.sh" in (d / "README.md").read_text()
+    with pytest.raises(pi_userland.UserlandError, match="not a Raspberry Pi bundle"):
+        pi_userland.bundle_folder(tmp_path)
+
+
+def test_each_run_is_a_private_mount_namespace_with_the_board_settings(tmp_path):
+    argv = pi_userland._enter_argv(tmp_path, "rpi5", tmp_path / "home", "/home/pi/x", ["agent.py", "info"], None)
+    assert argv[:4] == ["unshare", "-m", "--propagation", "private"]
+    script = argv[-1]
+    assert f"mount --bind {tmp_path}/cpuinfo-rpi5 {tmp_path}/root/proc/cpuinfo" in script
+    assert "QEMU_CPU=cortex-a76" in script and "--userspec=pi:pi" in script
