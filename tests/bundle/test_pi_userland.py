@@ -6,8 +6,8 @@ the bundle's stated agreement (ai-edge-litert: <= 1 step, top-1 identical; tflit
 2.14: its measured bound), on a Pi 4's CPU (cortex-a72) and a Pi 5's (cortex-a76), and
 `edgeslim bench` against `agent.py serve` running in the userland over TCP on loopback.
 
-Slow (about 3 min with the userland cached). Runs when the userland is built
-(`sudo python tools/pi_userland.py build`, ~6 min, cached in
+Slow (about 3 min with the userland cached, most of it install.sh emulated). Runs when the userland is built
+(`sudo python tools/pi_userland.py build`, ~7 min, cached in
 ~/.cache/edgeslim/pi-userland/bookworm-arm64), or builds it when EDGESLIM_PI_USERLAND=build;
 otherwise skips saying so. EDGESLIM_PI_USERLAND=skip skips it even when cached;
 EDGESLIM_PI_USERLAND=full adds the tflite-runtime install (about 3 min more)."""
@@ -170,14 +170,14 @@ def test_qemu_default_cpu_gives_wrong_outputs_and_check_says_so(userland, litert
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(os.environ.get("EDGESLIM_PI_USERLAND") != "full",
+                    reason="a second install.sh (~3 min emulated): run with EDGESLIM_PI_USERLAND=full")
 def test_tflite_runtime_run_on_digits_within_its_stated_bound(userland, bundle, tmp_path, x_int8, host_outputs,
                                                              model_bytes, tflite_runtime_python):
     """EDGESLIM_RUNTIME=tflite-runtime ./install.sh (2.14, numpy < 2, as on older images): its
     outputs stay within the bound the bundle states for it, top-1 identical, and equal
     tflite-runtime's on this x86 host bit for bit (the difference is the runtime's, not the
     CPU's). A second install (~3 min emulated): only with EDGESLIM_PI_USERLAND=full."""
-    if os.environ.get("EDGESLIM_PI_USERLAND") != "full":
-        pytest.skip("a second install.sh (~3 min emulated): run with EDGESLIM_PI_USERLAND=full")
     home = tmp_path / "home"
     folder = _install(userland, bundle, home, runtime="tflite-runtime")
     r, y, check = _run_digits(userland, home, folder, x_int8, host_outputs, "rpi4")
