@@ -39,7 +39,7 @@ HOW = ("build it with `sudo python tools/pi_userland.py build` (~7 min, cached),
        "tests with EDGESLIM_PI_USERLAND=build")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: set up (or skipped) before the digits model is trained
 def userland():
     mode = os.environ.get("EDGESLIM_PI_USERLAND", "")
     if mode == "skip":
