@@ -14,8 +14,8 @@ The emulation settings (measured, issue 16):
   outputs: `QEMU_CPU=cortex-a72` (rpi4) or `cortex-a76` (rpi5) is set for every program;
 - binfmt_misc registers qemu-aarch64 with the flags OCPF (C: `sudo` inside works).
 
-Each run happens in a private mount namespace (`unshare -m`): /proc, /dev, the cpuinfo, the
-host's DNS settings and CA certificates (pip behind a TLS-intercepting proxy needs its CA),
+Each run happens in a private mount namespace (`unshare -m`): /proc, /dev, /sys, the cpuinfo,
+the host's DNS settings and CA certificates (pip behind a TLS-intercepting proxy needs its CA),
 a fresh /tmp and the user's home (a host folder) are mounted there and vanish with the
 namespace, even when the run is killed. The cached tree is never written by a run.
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -191,9 +192,19 @@ def build(*, force: bool = False) -> Path:
     _need_tools()
     ensure_binfmt()
     final.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time (a test run and a user's build): the second waits, then finds it built.
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(final) and not force:
+            return final
+        return _build(final)
+
+
+def _build(final: Path) -> Path:
     work = final.parent / f".{final.name}.building-{os.getpid()}"
     for stale in final.parent.glob(f".{final.name}.*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_dir():  # an interrupted build's folder (the lock file stays)
+            shutil.rmtree(stale, ignore_errors=True)
     root = work / "root"
     root.mkdir(parents=True)
     t0 = time.monotonic()
