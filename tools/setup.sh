@@ -23,6 +23,11 @@ APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+# debootstrap + qemu-user-static: the arm64 Debian bookworm userland (Raspberry Pi OS's base)
+# in which tests/bundle/test_pi_userland.py installs and runs the Pi bundle. Not built here
+# (about 6 min, 1.4 GB): `sudo .venv/bin/python tools/pi_userland.py build` builds and caches
+# it (tools/pi_userland.py registers qemu-aarch64 with binfmt_misc itself).
+APT_PACKAGES+=(debootstrap qemu-user-static)
 # clang + libclang-rt-dev: libFuzzer and the sanitizers, for the host fuzzer of the
 # firmware's command parser (tools/fuzz.py dut; tests/fuzz)
 APT_PACKAGES+=(clang libclang-rt-dev)

@@ -66,6 +66,41 @@ def test_agent_with_ai_edge_litert_matches_host(rpi_bundle, tiny_cnn_bytes, tmp_
     assert json.loads(p.stdout)["output"] == litert_outputs(tiny_cnn_bytes, x[:1])[0].tolist()
 
 
+def test_bundle_states_the_expected_agreement_and_run_check_holds_to_it(rpi_bundle, tiny_cnn_bytes, tmp_path,
+                                                                        litert_outputs):
+    """README.md and `agent.py info` state each runtime's bound (EXPECTED_AGREEMENT);
+    `run --check REF.npy` passes within it (exit 0), fails beyond it (exit 1) and refuses a
+    reference of another shape (exit 2)."""
+    from edgeslim.bundle.rpi import EXPECTED_AGREEMENT
+
+    d, _, x = rpi_bundle
+    readme = (d / "README.md").read_text()
+    for runtime, a in EXPECTED_AGREEMENT.items():
+        steps = "step" if a["max_abs_diff"] == 1 else "steps"
+        assert f"- `{runtime}`: at most {a['max_abs_diff']} {steps} ({a['measured']})." in readme
+    info = json.loads(run_agent(sys.executable, d, "info").stdout.strip().splitlines()[-1])
+    assert info["expected_agreement"] == EXPECTED_AGREEMENT["ai-edge-litert"]
+    ref = litert_outputs(tiny_cnn_bytes, x)
+
+    def check(ref_array):
+        np.save(tmp_path / "ref.npy", ref_array)
+        r = run_agent(sys.executable, d, "run", str(d / "x.npy"), "--check", str(tmp_path / "ref.npy"))
+        return r.returncode, (json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else r.stderr)
+
+    rc, res = check(ref)
+    assert rc == 0 and res["ok"] is True and res["bit_exact"] == 12 and res["max_abs_diff"] == 0
+    one = ref.copy()
+    one[0, 0] = one[0, 0] + 1 if one[0, 0] < 127 else one[0, 0] - 1  # 1 step: within ai-edge-litert's bound
+    rc, res = check(one)
+    assert rc == 0 and res["ok"] is True and res["bit_exact"] == 11 and res["max_abs_diff"] == 1
+    two = ref.copy()
+    two[3, 1] = two[3, 1] + 2 if two[3, 1] < 126 else two[3, 1] - 2
+    rc, res = check(two)
+    assert rc == 1 and res["ok"] is False and res["max_abs_diff"] == 2 and res["expected"]["max_abs_diff"] == 1
+    rc, err = check(ref[:5])
+    assert rc == 2 and "shape (5, 3), the outputs are (12, 3)" in err
+
+
 def test_agent_detects_a_swapped_model(rpi_bundle, tmp_path):
     import shutil
 

@@ -80,3 +80,10 @@ def test_python_without_venv_gets_the_apt_command(bundle, tmp_path):
     assert r.returncode != 0
     assert "python3-venv is missing" in r.stderr and "apt install python3-venv" in r.stderr
     assert not (tmp_path / "inst").exists()  # checked before anything is copied
+
+
+def test_unknown_runtime_choice_is_refused_before_anything_happens(bundle, tmp_path):
+    r = _install(bundle, tmp_path, EDGESLIM_RUNTIME="tensorflow")
+    assert r.returncode != 0
+    assert "EDGESLIM_RUNTIME=tensorflow: use ai-edge-litert or tflite-runtime" in r.stderr
+    assert not (tmp_path / "inst").exists()
