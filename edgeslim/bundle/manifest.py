@@ -79,6 +79,10 @@ def write_manifest(bundle_dir: Path, *, target: Target, model_path: Path, extra:
         "libraries": library_versions(),
         "files": files,
     }
+    if target.kind == "rpi":  # what the device's outputs may differ from host LiteRT's, per runtime
+        from edgeslim.bundle.rpi import EXPECTED_AGREEMENT
+
+        manifest["expected_agreement"] = EXPECTED_AGREEMENT
     if extra:
         manifest["extra"] = extra
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=bundle_dir)

@@ -80,6 +80,8 @@ def test_bundle_states_the_expected_agreement_and_run_check_holds_to_it(rpi_bund
         assert f"- `{runtime}`: at most {a['max_abs_diff']} {steps} ({a['measured']})." in readme
     info = json.loads(run_agent(sys.executable, d, "info").stdout.strip().splitlines()[-1])
     assert info["expected_agreement"] == EXPECTED_AGREEMENT["ai-edge-litert"]
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["expected_agreement"] == EXPECTED_AGREEMENT  # machine-readable, per runtime
     ref = litert_outputs(tiny_cnn_bytes, x)
 
     def check(ref_array):
