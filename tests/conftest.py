@@ -14,9 +14,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest  # noqa: E402
 
-# Tiny converted models shared by tests/targets and tests/bundle (tests/ is on
+# Tiny converted models shared by tests/targets and tests/bundle, and the damaged model of the
+# quantization-error tests (tests/ is on
 # sys.path through pytest's `pythonpath` setting in pyproject.toml).
-pytest_plugins = ["tiny_tflite"]
+pytest_plugins = ["tiny_tflite", "damaged_model"]
 
 SEED = 1234
 
