@@ -87,6 +87,10 @@ def test_the_html_has_every_section_and_nothing_to_fetch(inspected):
     assert f"{mem['c_plan']['arena_size']:,} B" in html
     assert f"{size['model_bytes']:,} B" in html and f"{size['gzip_bytes']:,} B" in html
     assert f"{size['weights_total']['huffman_bytes']:,} B" in html
+    for w in size["weights"]:  # per weight tensor: values, unique, stored, entropy, Huffman
+        assert (f"<td>{w['layer']}</td><td>{w['dtype']}</td><td class=\"n\">{w['values']}</td>"
+                f"<td class=\"n\">{w['unique_values']}</td><td class=\"n\">{w['stored_bytes']:,} B</td>"
+                f"<td class=\"n\">{w['entropy_bytes']:.1f} B</td><td class=\"n\">{w['huffman_bytes']:,} B</td>") in html
     for op in data["ops"]:
         assert f"<td>{op['op']}</td><td>{op['layer']}</td>" in html
     assert data["target"]["fits"] and f"{data['target']['ram_headroom_bytes']:,} B" in html
