@@ -364,7 +364,8 @@ def inspect_model(model_bytes: bytes, *, target=None, measure_arena: bool = True
 # --------------------------------------------------------------------------- rendering
 
 
-def _shape(rows: list[dict]) -> str:
+def shapes_text(rows: list[dict]) -> str:
+    """Tensor rows as "1x8x8x4 int8" (the text table and the HTML page)."""
     return " ".join("x".join(str(d) for d in r["shape"]) + f" {r['dtype'].lower()}" for r in rows)
 
 
@@ -376,7 +377,8 @@ _SHORT = {"strideH": "sh", "strideW": "sw", "fusedActivationFunction": "act", "d
           "keepDims": "keep", "keepNumDims": "keep"}
 
 
-def _params_text(params: dict) -> str:
+def params_text(params: dict) -> str:
+    """The options that matter, shortly: "sh=2 sw=2 padding=SAME act=RELU"."""
     parts = []
     for k in _PARAM_KEYS:
         if k in params and params[k] is not None:
@@ -390,8 +392,9 @@ def _params_text(params: dict) -> str:
 def _rows(ins: Inspection) -> list[list[str]]:
     rows = []
     for r in ins.ops:
-        rows.append([str(r["index"]), r["op"], r["layer"] or "-", _shape(r["inputs"]), _shape(r["outputs"]),
-                     _params_text(r["params"]), str(r["weight_bytes"]), f"{r['macs']:,}",
+        rows.append([str(r["index"]), r["op"], r["layer"] or "-", shapes_text(r["inputs"]),
+                     shapes_text(r["outputs"]),
+                     params_text(r["params"]), str(r["weight_bytes"]), f"{r['macs']:,}",
                      "-" if r["sparsity"] is None else f"{r['sparsity']:.0%}",
                      "-" if r["unique_values"] is None else str(r["unique_values"])])
     return rows

@@ -48,3 +48,15 @@ def digits_tfk_model(digits_keras3_path):
     from edgeslim.io.models import load_model
 
     return load_model(digits_keras3_path).model
+
+
+@pytest.fixture(scope="session")
+def digits_int8_bytes(digits_tfk_model, digits_npz):
+    """The example model converted to int8 (calibrated on 128 training samples)."""
+    import numpy as np
+
+    from edgeslim import convert
+
+    with np.load(digits_npz) as d:
+        calib = d["x_train"][:128]
+    return convert.to_int8_tflite(digits_tfk_model, calib)

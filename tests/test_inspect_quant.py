@@ -149,3 +149,25 @@ def test_a_keras_model_of_another_input_shape_is_refused(files, tiny_cnn_bytes, 
     assert "takes inputs of shape (12, 12, 2), the .tflite (8, 8, 1)" in res.output
     assert "not the float model this .tflite was converted from" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o.json").exists()
+
+
+def test_a_keras3_model_and_a_carved_validation_split(digits_keras3_path, digits_npz, digits_int8_bytes,
+                                                      tmp_path):
+    """The example model saved by Keras 3 (bridged by load_model) and digits.npz, which has no
+    x_val: the split is carved as a build carves it, and the output says so. A healthy model:
+    no layer is flagged."""
+    from edgeslim.io.data import load_data
+
+    model = tmp_path / "digits.tflite"
+    model.write_bytes(digits_int8_bytes)
+    res = _inspect(model, "--no-arena", "--keras", digits_keras3_path, "--data", digits_npz,
+                   "--samples", 64, "--json", tmp_path / "o.json")
+    assert res.exit_code == 0, res.output
+    q = json.loads((tmp_path / "o.json").read_text())["quantization_error"]
+    assert len(load_data(digits_npz).x_val) >= 64 and q["samples"] == 64
+    assert q["inputs"] == ("64 samples of the validation split of digits.npz "
+                           "(carved from its training samples, seed 0)")
+    assert {"conv1", "fc1", "output"} <= {e["layer"] for e in q["layers"]}
+    assert all(e["suggestion"] == "" and e["snr_db"] >= 30.0 for e in q["layers"])
+    assert "no layer needs attention" in res.output
+    assert f"worst layer: {q['worst_first'][0]} " in res.output

@@ -240,12 +240,12 @@ def inspection_memory(memory: dict) -> tuple[dict, list[int] | None, dict]:
 def render_inspection(data: dict, *, title: str) -> str:
     """`edgeslim inspect --html`: the page for an inspection (``Inspection.to_dict()``), in the
     look of report.html (same base template and stylesheet, same quantization table)."""
-    from edgeslim.inspection import _params_text, _shape
+    from edgeslim.inspection import params_text, shapes_text
 
     timeline, plan_live, arena = inspection_memory(data.get("memory") or {})
     env = _environment()
-    env.filters["shapes"] = _shape
-    env.filters["params"] = _params_text
+    env.filters["shapes"] = shapes_text
+    env.filters["params"] = params_text
     html = env.get_template("inspect.html.j2").render(
         d=data, title=title, sections=INSPECT_SECTIONS,
         plot_memory=plot_memory(timeline, plan_live, arena),
