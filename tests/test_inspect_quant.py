@@ -151,6 +151,17 @@ def test_a_keras_model_of_another_input_shape_is_refused(files, tiny_cnn_bytes, 
     assert "Traceback" not in res.output and not (tmp_path / "o.json").exists()
 
 
+def test_data_that_does_not_fit_the_keras_model(files, tmp_path):
+    d = files
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((40, 8, 8, 1), np.float32), y_train=np.zeros(40, np.float32),
+             x_val=np.zeros((10, 8, 8, 1), np.float32), y_val=np.zeros(10, np.float32))
+    res = _inspect(d / "model.tflite", "--no-arena", "--keras", d / "model.keras", "--data", bad)
+    assert res.exit_code == 2, res.output
+    assert f"--data {bad}: inputs of shape (8, 8, 1) do not fit the model's input (12, 12, 2)" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_a_keras3_model_and_a_carved_validation_split(digits_keras3_path, digits_npz, digits_int8_bytes,
                                                       tmp_path):
     """The example model saved by Keras 3 (bridged by load_model) and digits.npz, which has no

@@ -37,7 +37,7 @@ def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_ar
     """Per-op shapes, parameters, MACs, sparsity; memory (activation peak, TFLite Micro arena,
     C backend plan); size (gzip, entropy-coded weights); target fit; with --keras and --data,
     the per-layer quantization error, the layer that does the most damage first."""
-    from edgeslim.errors import ModelFormatError, ModelLoadError
+    from edgeslim.errors import DataError, ModelFormatError, ModelLoadError
     from edgeslim.inspection import inspect_model, to_markdown, to_text
     from edgeslim.io.outputs import check_output_file, write_text_atomic
 
@@ -70,6 +70,8 @@ def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_ar
                                keras_model=keras_model, x=x, inputs=inputs, max_samples=samples)
     except ModelFormatError as exc:
         raise ModelFormatError(f"{model}: {exc.message}", hint=exc.hint) from None
+    except DataError as exc:  # the validation samples do not fit the Keras model
+        raise DataError(f"--data {data_path}: {exc.message}", hint=exc.hint) from None
     click.echo(to_text(result), nl=False)
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
