@@ -15,7 +15,10 @@ joins the Keras layer, the TFLite op, its tensors, its weights and its cost:
   stored values and the size of a Huffman code for them (Deep Compression's point: what
   pruning and weight sharing save once the weights are entropy-coded; code tables not
   counted);
-- with a target: op support and flash/RAM margin against the profile (targets.check_model).
+- with a target: op support and flash/RAM margin against the profile (targets.check_model);
+- with the float Keras model the int8 model was converted from and real inputs: the per-layer
+  quantization error (edgeslim.quant_debug.analyse: cumulative SNR, the dB each layer adds,
+  RMSE in output steps, a suggestion), the layer that does the most damage first.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from edgeslim import modelgraph
 from edgeslim.codegen import memplan
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, ModelLoadError
 from edgeslim.modelgraph import Graph, Operator
 
 _ENUM_OPTIONS = {"padding": modelgraph.padding_name,
@@ -188,6 +191,8 @@ class Inspection:
     weights: list[dict]  # per weight tensor: stored, entropy and Huffman sizes
     target: dict | None = None
     notes: list[str] = field(default_factory=list)
+    # quant_debug.QuantErrors.to_dict() plus "inputs" (where the samples came from), or None
+    quantization_error: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -198,6 +203,7 @@ class Inspection:
             "ops": self.ops,
             "memory": self.memory,
             "target": self.target,
+            "quantization_error": self.quantization_error,
             "notes": list(self.notes),
         }
 
@@ -267,15 +273,52 @@ def _target_fit(model_bytes: bytes, graph: Graph, target, arena: int | None) -> 
     return fit
 
 
-def inspect_model(model_bytes: bytes, *, target=None, measure_arena: bool = True) -> Inspection:
+def _check_same_input(graph: Graph, keras_model) -> None:
+    """The Keras model must take what the .tflite takes (batch aside): a float model of
+    another shape is not the one this .tflite was converted from."""
+    model = keras_model
+    if len(getattr(model, "inputs", None) or ()) != 1 or len(graph.inputs) != 1:
+        return  # quant_debug.analyse says why it needs one Keras model with one input
+    want = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
+    have = tuple(None if d is None else int(d) for d in model.inputs[0].shape[1:])
+    if len(want) != len(have) or any(h is not None and h != w for h, w in zip(have, want)):
+        raise ModelLoadError(
+            f"the Keras model {model.name!r} takes inputs of shape {have}, the .tflite "
+            f"{want}: it is not the float model this .tflite was converted from",
+            hint="Give --keras the model the .tflite was converted from (for a QAT build, the QAT model).")
+
+
+def quantization_error(model_bytes: bytes, keras_model, x: np.ndarray, *, inputs: str = "",
+                       max_samples: int = 256) -> dict:
+    """Per-layer quantization error of the .tflite against the float ``keras_model`` on ``x``
+    (quant_debug.analyse's dict; ``inputs`` says which samples, for the report)."""
+    from edgeslim.quant_debug import analyse
+
+    _check_same_input(modelgraph.read(bytes(model_bytes)), keras_model)
+    result = analyse(bytes(model_bytes), keras_model, x, max_samples=max_samples).to_dict()
+    result["inputs"] = inputs
+    return result
+
+
+def inspect_model(model_bytes: bytes, *, target=None, measure_arena: bool = True,
+                  keras_model=None, x: np.ndarray | None = None, inputs: str = "",
+                  max_samples: int = 256) -> Inspection:
     """Inspect an int8 (or any) .tflite. ``target``: a Target, for the fit section.
     ``measure_arena``: run TFLite Micro (a child process) to measure the exact arena.
+    ``keras_model`` and ``x``: the float model the .tflite was converted from and real inputs
+    (at most ``max_samples`` used; ``inputs`` names them), for the per-layer quantization error.
 
     Raises ModelFormatError for bytes that are not a readable TFLite model; what cannot be
     measured for this model (the C backend's plan of an op it lacks, a TFLM arena for a
     model TFLM cannot run) is reported with the reason instead."""
     data = bytes(model_bytes)
     graph = modelgraph.read(data)
+    if (keras_model is None) != (x is None):
+        raise EdgeslimError("the per-layer quantization error needs both the float Keras model and inputs",
+                            "Pass keras_model and x together (edgeslim inspect --keras M --data D).")
+    qerr = None
+    if keras_model is not None:
+        qerr = quantization_error(data, keras_model, x, inputs=inputs, max_samples=max_samples)
     ops = [_op_row(graph, op) for op in graph.operators]
     buffers, timeline = activation_timeline(graph)
     notes: list[str] = []
@@ -314,14 +357,15 @@ def inspect_model(model_bytes: bytes, *, target=None, measure_arena: bool = True
         gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
         ops=ops, totals=_totals(graph, ops), memory=memory, weights=_weight_sizes(graph),
         target=_target_fit(data, graph, target, arena) if target is not None else None,
-        notes=notes,
+        notes=notes, quantization_error=qerr,
     )
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def _shape(rows: list[dict]) -> str:
+def shapes_text(rows: list[dict]) -> str:
+    """Tensor rows as "1x8x8x4 int8" (the text table and the HTML page)."""
     return " ".join("x".join(str(d) for d in r["shape"]) + f" {r['dtype'].lower()}" for r in rows)
 
 
@@ -333,7 +377,8 @@ _SHORT = {"strideH": "sh", "strideW": "sw", "fusedActivationFunction": "act", "d
           "keepDims": "keep", "keepNumDims": "keep"}
 
 
-def _params_text(params: dict) -> str:
+def params_text(params: dict) -> str:
+    """The options that matter, shortly: "sh=2 sw=2 padding=SAME act=RELU"."""
     parts = []
     for k in _PARAM_KEYS:
         if k in params and params[k] is not None:
@@ -347,8 +392,9 @@ def _params_text(params: dict) -> str:
 def _rows(ins: Inspection) -> list[list[str]]:
     rows = []
     for r in ins.ops:
-        rows.append([str(r["index"]), r["op"], r["layer"] or "-", _shape(r["inputs"]), _shape(r["outputs"]),
-                     _params_text(r["params"]), str(r["weight_bytes"]), f"{r['macs']:,}",
+        rows.append([str(r["index"]), r["op"], r["layer"] or "-", shapes_text(r["inputs"]),
+                     shapes_text(r["outputs"]),
+                     params_text(r["params"]), str(r["weight_bytes"]), f"{r['macs']:,}",
                      "-" if r["sparsity"] is None else f"{r['sparsity']:.0%}",
                      "-" if r["unique_values"] is None else str(r["unique_values"])])
     return rows
@@ -391,12 +437,53 @@ def _summary_lines(ins: Inspection) -> list[str]:
     return lines
 
 
+_QHEAD = ["layer", "op", "SNR dB", "added dB", "RMSE steps", "suggestion"]
+
+
+def _db(v: float | None) -> str:
+    return "-" if v is None else ("exact" if v >= 999 else f"{v:.1f}")
+
+
+def _quant_rows(q: dict) -> list[list[str]]:
+    """The measured layers, worst first (by the dB each adds, as quant_debug.worst_first)."""
+    by = {e["layer"]: e for e in q["layers"]}
+    return [[e["layer"], f"{e['op_index']} {e['op']}", _db(e["snr_db"]), _db(e["added_snr_db"]),
+             "-" if e["rmse_steps"] is None else f"{e['rmse_steps']:.2f}", e["suggestion"] or "-"]
+            for e in (by[name] for name in q["worst_first"])]
+
+
+def _quant_lines(q: dict) -> list[str]:
+    """The headline: on what it was measured and the layer that does the most damage."""
+    if not q["layers"]:
+        return [f"quantization error: no layer of the .tflite has a float counterpart ({q['inputs']})"]
+    worst = next(e for e in q["layers"] if e["layer"] == q["worst_first"][0])
+    flagged = [e for e in q["layers"] if e["suggestion"]]
+    lines = [f"quantization error (int8 vs float, {q['inputs']}; SNR cumulative, added = what the "
+             f"layer itself loses, RMSE in steps of its output scale):",
+             f"  worst layer: {worst['layer']} ({worst['op']}) adds {_db(worst['added_snr_db'])} dB, "
+             f"SNR {_db(worst['snr_db'])} dB"
+             + (f"; {len(flagged)} layer(s) need attention" if flagged else "; no layer needs attention")]
+    if q.get("skipped"):
+        lines.append("  not compared (no float counterpart): "
+                     + ", ".join(f"op {s['op_index']} {s['op']}" for s in q["skipped"]))
+    return lines
+
+
+def _table(head: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    rows = [head] + rows
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def to_text(ins: Inspection) -> str:
-    """The terminal table and summary."""
-    rows = [_HEAD] + _rows(ins)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines + [""] + _summary_lines(ins)) + "\n"
+    """The terminal table and summary; with a float model, the layers worst first."""
+    lines = _table(_HEAD, _rows(ins)) + [""] + _summary_lines(ins)
+    q = ins.quantization_error
+    if q is not None:
+        lines += [""] + _quant_lines(q)
+        if q["layers"]:
+            lines += _table(_QHEAD, _quant_rows(q), indent="  ")
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(ins: Inspection, title: str = "model") -> str:
@@ -414,10 +501,16 @@ def to_markdown(ins: Inspection, title: str = "model") -> str:
             "| tensor | layer | values | unique | stored B | entropy B | Huffman B |", "|---|---|---|---|---|---|---|"]
     out += [f"| {w['tensor']} | {cell(w['layer'] or '-')} | {w['values']} | {w['unique_values']} | "
             f"{w['stored_bytes']} | {w['entropy_bytes']} | {w['huffman_bytes']} |" for w in ins.weights]
+    q = ins.quantization_error
+    if q is not None:
+        out += ["", "## Per-layer quantization error (worst first)", "", *_quant_lines(q)]
+        if q["layers"]:
+            out += ["", "| " + " | ".join(_QHEAD) + " |", "|" + "---|" * len(_QHEAD)]
+            out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in _quant_rows(q)]
     if ins.notes:
         out += ["", *[f"Note: {n}" for n in ins.notes]]
     return "\n".join(out) + "\n"
 
 
-__all__ = ["Inspection", "inspect_model", "activation_timeline", "huffman_code_lengths", "huffman_bits",
+__all__ = ["Inspection", "inspect_model", "quantization_error", "activation_timeline", "huffman_code_lengths", "huffman_bits",
            "entropy_bits", "to_text", "to_markdown"]

@@ -14,9 +14,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest  # noqa: E402
 
-# Tiny converted models shared by tests/targets and tests/bundle (tests/ is on
+# Tiny converted models shared by tests/targets and tests/bundle, and the damaged model of the
+# quantization-error tests (tests/ is on
 # sys.path through pytest's `pythonpath` setting in pyproject.toml).
-pytest_plugins = ["tiny_tflite"]
+pytest_plugins = ["tiny_tflite", "damaged_model"]
 
 SEED = 1234
 
@@ -47,3 +48,15 @@ def digits_tfk_model(digits_keras3_path):
     from edgeslim.io.models import load_model
 
     return load_model(digits_keras3_path).model
+
+
+@pytest.fixture(scope="session")
+def digits_int8_bytes(digits_tfk_model, digits_npz):
+    """The example model converted to int8 (calibrated on 128 training samples)."""
+    import numpy as np
+
+    from edgeslim import convert
+
+    with np.load(digits_npz) as d:
+        calib = d["x_train"][:128]
+    return convert.to_int8_tflite(digits_tfk_model, calib)

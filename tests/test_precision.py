@@ -262,7 +262,7 @@ def test_float_layer_names_exact_then_regex_and_typos_refused():
 
 def _one_damaged_layer(keras):
     """conv1 -> conv2 -> conv3 -> mean -> fc, 12x12x2 in, where only conv2 is damaged, as in
-    tests/test_quant_debug.py: conv1's channel 7 is dead (bias -100 before the ReLU), so conv2's
+    tests/damaged_model.py: conv1's channel 7 is dead (bias -100 before the ReLU), so conv2's
     weights on it change nothing in float, but their outlier value (8.0 against weights of
     about 0.2) sets conv2's per-channel int8 scales and rounds its real weights to a few steps."""
     keras.utils.set_random_seed(SEED)

@@ -5,55 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from damaged_model import SEED
 from edgeslim.errors import DataError
 
-SEED = 1234
 # An int8 layer of a healthy model: rounding one tensor to 8 bits gives ~40 dB on these models;
 # 30 dB leaves room for accumulation over the digits model's 9 layers.
 HEALTHY_DB = 30.0
-
-
-def _damaged_model(keras):
-    """conv1 -> conv2 -> conv3 -> mean -> fc, 12x12x2 in, where conv2 is damaged.
-
-    Input channel 7 of conv2 and conv3 is dead (its bias is -100 before the ReLU: always 0 on
-    every input), so weights on it change nothing in float, but an outlier weight there sets
-    the per-channel int8 scale. conv2's outliers (8.0, against weights of about 0.2) round
-    most of its other weights to 0 or +-1 step: the damage. conv3's (16.0) damage it a little
-    less, measured against the already noisy input, so the cumulative error keeps growing
-    downstream of conv2 while conv2 is the layer that loses the most.
-    """
-    keras.utils.set_random_seed(SEED)
-    inp = keras.layers.Input((12, 12, 2))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv3")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.Dense(4, name="fc")(x)
-    model = keras.Model(inp, x)
-
-    def edit(name, outlier=None, dead=False):
-        w, b = model.get_layer(name).get_weights()
-        if outlier is not None:
-            w[:, :, 7, :] = outlier
-        if dead:
-            b[7] = -100.0
-        model.get_layer(name).set_weights([w, b])
-
-    edit("conv1", dead=True)
-    edit("conv2", outlier=8.0, dead=True)
-    edit("conv3", outlier=16.0)
-    return model
-
-
-@pytest.fixture(scope="module")
-def damaged():
-    from edgeslim import convert
-    from edgeslim._tf import keras
-
-    model = _damaged_model(keras)
-    x = np.random.default_rng(SEED).standard_normal((320, 12, 12, 2)).astype(np.float32)
-    return model, convert.to_int8_tflite(model, x[:64]), x[64:]
 
 
 def test_the_damaged_layer_is_named_first(damaged):
@@ -83,13 +40,12 @@ def test_the_damaged_layer_is_named_first(damaged):
     assert by["conv2"].rmse_steps > 2.0 > by["conv1"].rmse_steps
 
 
-def test_a_healthy_model_is_above_the_threshold_everywhere(digits_tfk_model, digits_npz):
-    from edgeslim import convert
+def test_a_healthy_model_is_above_the_threshold_everywhere(digits_tfk_model, digits_int8_bytes, digits_npz):
     from edgeslim.quant_debug import analyse
 
     with np.load(digits_npz) as d:
-        calib, x = d["x_train"][:128], d["x_test"]
-    tflite = convert.to_int8_tflite(digits_tfk_model, calib)
+        x = d["x_test"]
+    tflite = digits_int8_bytes
     result = analyse(tflite, digits_tfk_model, x, max_samples=200)
     assert result.samples == 200
     names = [e.layer for e in result.errors]

@@ -4,17 +4,14 @@ screenshot."""
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgeslim.report.html import SECTIONS
+from html_page import Page as _Page, assert_self_contained, non_white_fraction as _non_white_fraction
 
 sys.path.insert(0, str(Path(__file__).parent / "bundle"))
 from web_browser import Browser  # noqa: E402
@@ -36,34 +33,6 @@ def plain_build(tmp_path_factory, digits_keras3_path, digits_npz):
                  backend="c", recipe={"build": {"stages": []}})
 
 
-class _Page(HTMLParser):
-    """Section ids, the svg elements inside each section, and every URL the page refers to."""
-
-    def __init__(self):
-        super().__init__()
-        self.sections: dict[str, int] = {}
-        self.current = None
-        self.urls: list[str] = []
-        self.tags: set[str] = set()
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.tags.add(tag)
-        if tag == "section":
-            self.current = a.get("id")
-            self.sections[self.current] = 0
-        elif tag == "svg" and self.current is not None:
-            self.sections[self.current] += 1
-        for key in ("src", "href", "xlink:href", "data"):
-            v = a.get(key)
-            if v and not v.startswith("#"):
-                self.urls.append(v)
-
-    def handle_endtag(self, tag):
-        if tag == "section":
-            self.current = None
-
-
 def test_the_bundle_has_report_html_listed_in_its_manifest(plain_build):
     from edgeslim.bundle.manifest import sha256_file, verify_manifest
 
@@ -77,16 +46,10 @@ def test_the_bundle_has_report_html_listed_in_its_manifest(plain_build):
 def test_every_section_is_there_with_its_plot_and_nothing_to_fetch(plain_build):
     report = plain_build.report
     html = (plain_build.bundle_dir / "report.html").read_text(encoding="utf-8")
-    page = _Page()
-    page.feed(html)
+    page = assert_self_contained(html)  # no script, no URL, no id twice
     assert [s for s, _ in SECTIONS] == list(page.sections)
     for section in PLOTTED:
         assert page.sections[section] == 1, section  # one inline plot each
-    # self-contained: no script, no image file, no stylesheet link, no URL at all
-    assert page.urls == [] and not page.tags & {"script", "img", "link", "iframe"}
-    assert not re.search(r"url\((?!#)|@import", html)  # url(#clip) is a reference inside the page
-    ids = re.findall(r'\bid="([^"]+)"', html)
-    assert len(ids) == len(set(ids))  # the inline plots share no id
     # the figures of report.json are the ones shown
     q = report["quantization_error"]
     assert q["samples"] == min(256, report["data"]["val"])
@@ -98,13 +61,6 @@ def test_every_section_is_there_with_its_plot_and_nothing_to_fetch(plain_build):
     # a healthy model: no layer flagged
     assert all(e["snr_db"] >= 30.0 and e["suggestion"] == "" for e in q["layers"])
     assert "no layer needs attention" in html
-
-
-def _non_white_fraction(png: bytes) -> tuple[float, float]:
-    from PIL import Image
-
-    img = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
-    return float(np.mean(img < 235)), float(img.std())
 
 
 @pytest.mark.timeout(120)

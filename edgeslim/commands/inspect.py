@@ -1,5 +1,6 @@
-"""`edgeslim inspect model.tflite [--target T] [--json F] [--md F] [--html F]`: where size,
-memory and compute go (edgeslim.inspection), printed and written."""
+"""`edgeslim inspect model.tflite [--target T] [--keras M --data D] [--json F] [--md F] [--html F]`:
+where size, memory, compute and (with the float model and data) int8 error go
+(edgeslim.inspection), printed and written."""
 
 from __future__ import annotations
 
@@ -23,13 +24,28 @@ import click
               help="Write a self-contained HTML report with plots to this file.")
 @click.option("--no-arena", is_flag=True,
               help="Skip measuring the TFLite Micro arena (a child process; seconds per model).")
-def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_arena):
+@click.option("--keras", "keras_path", type=click.Path(path_type=Path), default=None,
+              help="The float Keras model the .tflite was converted from (.keras, .h5 or SavedModel): "
+                   "with --data, measure the per-layer quantization error.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path), default=None,
+              help="Real inputs for --keras (.npz or image folder): its validation split is used.")
+@click.option("--samples", default=None, type=click.IntRange(min=1),
+              help="At most this many validation samples for the quantization error "
+                   "[default: 256, as a build's report].")
+def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_arena, keras_path,
+            data_path, samples):
     """Per-op shapes, parameters, MACs, sparsity; memory (activation peak, TFLite Micro arena,
-    C backend plan); size (gzip, entropy-coded weights); target fit."""
-    from edgeslim.errors import ModelFormatError, ModelLoadError
+    C backend plan); size (gzip, entropy-coded weights); target fit; with --keras and --data,
+    the per-layer quantization error, the layer that does the most damage first."""
+    from edgeslim.errors import DataError, ModelFormatError, ModelLoadError
     from edgeslim.inspection import inspect_model, to_markdown, to_text
     from edgeslim.io.outputs import check_output_file, write_text_atomic
 
+    if (keras_path is None) != (data_path is None):
+        given, missing = ("--keras", "--data") if data_path is None else ("--data", "--keras")
+        raise click.UsageError(f"{given} needs {missing}: the per-layer quantization error compares "
+                               "the float Keras model with the .tflite on real inputs; give both "
+                               "(--keras model.keras --data d.npz) or neither.")
     if not model.is_file():
         raise ModelLoadError(f"{model} does not exist" if not model.exists() else f"{model} is not a file",
                              hint="Give the path of a .tflite file.")
@@ -43,10 +59,19 @@ def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_ar
         from edgeslim.targets import load_target
 
         target = load_target(target_spec, ram=ram, flash=flash)
+    keras_model = x = None
+    inputs = ""
+    if samples is None:
+        from edgeslim.pipeline import QUANT_ERROR_SAMPLES as samples
+    if keras_path is not None:
+        keras_model, x, inputs = _float_model_and_inputs(keras_path, data_path, samples)
     try:
-        result = inspect_model(model.read_bytes(), target=target, measure_arena=not no_arena)
+        result = inspect_model(model.read_bytes(), target=target, measure_arena=not no_arena,
+                               keras_model=keras_model, x=x, inputs=inputs, max_samples=samples)
     except ModelFormatError as exc:
         raise ModelFormatError(f"{model}: {exc.message}", hint=exc.hint) from None
+    except DataError as exc:  # the validation samples do not fit the Keras model
+        raise DataError(f"--data {data_path}: {exc.message}", hint=exc.hint) from None
     click.echo(to_text(result), nl=False)
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
@@ -57,6 +82,22 @@ def command(model, target_spec, ram, flash, json_path, md_path, html_path, no_ar
     for path in (json_path, md_path, html_path):
         if path is not None:
             click.echo(f"wrote {path}")
+
+
+def _float_model_and_inputs(keras_path: Path, data_path: Path, samples: int):
+    """The float model (Keras 3 bridged to tf_keras by load_model) and the validation split of
+    the data, with a sentence saying which samples."""
+    from edgeslim.io.data import load_data
+    from edgeslim.io.dataset import CARVED
+    from edgeslim.io.models import load_model
+
+    loaded = load_model(keras_path)
+    ds = load_data(data_path)
+    n = min(samples, len(ds.x_val))
+    origin = ("carved from its training samples, seed 0" if ds.val_origin == CARVED
+              else "x_val" if data_path.suffix.lower() == ".npz" else "given")
+    inputs = f"{n} samples of the validation split of {data_path.name} ({origin})"
+    return loaded.model, ds.x_val[:n], inputs
 
 
 def _html_renderer():

@@ -5,7 +5,8 @@ returns the page; nothing here measures. The plots are drawn by matplotlib (Agg)
 SVG with text as paths, so the page needs no network, no font and no other file. Sections
 whose figures the report lacks (a prebuilt .tflite has no stages) say so instead of a plot.
 
-Other commands reuse it: :func:`render_html` accepts any dict with the keys it draws
+`edgeslim inspect --html` uses :func:`render_inspection` (templates/inspect.html.j2, on the same
+base template and stylesheet). Other commands reuse it: :func:`render_html` accepts any dict with the keys it draws
 (``summary`` figures at the top level, ``stages``, ``layers``, ``quantization_error``,
 ``memory_timeline``), and each ``plot_*`` function returns one SVG string or None.
 """
@@ -210,6 +211,48 @@ def render_html(report: dict) -> str:
     return re.sub(r"\n{3,}", "\n\n", html)
 
 
+# `edgeslim inspect --html`'s sections, in order: (id, title). Tests check each id is on the page.
+INSPECT_SECTIONS = (
+    ("summary", "Summary"),
+    ("ops", "Operators"),
+    ("memory", "Activation memory"),
+    ("size", "Size"),
+    ("target", "Target fit"),
+    ("quantization", "Per-layer quantization error"),
+)
+
+
+def inspection_memory(memory: dict) -> tuple[dict, list[int] | None, dict]:
+    """The inspection's memory dict in :func:`plot_memory`'s terms: its timeline as ``steps``,
+    the C backend plan's live bytes per step, and the two arenas."""
+    steps = [{"op_index": s["op"], "op": s["op_type"], "layer": s["layer"], "live_bytes": s["live_bytes"]}
+             for s in memory.get("timeline") or []]
+    plan = memory.get("c_plan")
+    plan_live = None
+    if plan and plan.get("buffers"):
+        from edgeslim.report.memory import plan_timeline
+
+        plan_live = plan_timeline(plan)
+    arena = {"tflm_arena": memory.get("tflm_arena_bytes"), "c_arena": (plan or {}).get("arena_size")}
+    return {"steps": steps}, plan_live, arena
+
+
+def render_inspection(data: dict, *, title: str) -> str:
+    """`edgeslim inspect --html`: the page for an inspection (``Inspection.to_dict()``), in the
+    look of report.html (same base template and stylesheet, same quantization table)."""
+    from edgeslim.inspection import params_text, shapes_text
+
+    timeline, plan_live, arena = inspection_memory(data.get("memory") or {})
+    env = _environment()
+    env.filters["shapes"] = shapes_text
+    env.filters["params"] = params_text
+    html = env.get_template("inspect.html.j2").render(
+        d=data, title=title, sections=INSPECT_SECTIONS,
+        plot_memory=plot_memory(timeline, plan_live, arena),
+        plot_quantization=plot_quantization(data.get("quantization_error")))
+    return re.sub(r"\n{3,}", "\n\n", html)
+
+
 def write_html(report: dict, path: Path) -> Path:
     """Render ``report`` to ``path`` atomically (a temporary file beside it, then renamed)."""
     import os
@@ -225,5 +268,5 @@ def write_html(report: dict, path: Path) -> Path:
     return path
 
 
-__all__ = ["render_html", "write_html", "SECTIONS", "plot_stages", "plot_layers",
+__all__ = ["render_html", "render_inspection", "inspection_memory", "INSPECT_SECTIONS", "write_html", "SECTIONS", "plot_stages", "plot_layers",
            "plot_quantization", "plot_memory"]
