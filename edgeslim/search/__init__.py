@@ -21,6 +21,7 @@ how far the closest candidate is, and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -37,7 +38,7 @@ from edgeslim import recipe as recipe_mod
 from edgeslim.errors import EdgeslimError
 from edgeslim.search.figures import Budgets, parse_count
 from edgeslim.search.space import (Candidate, SearchSpace, Trial, candidate_recipe,
-                                   enumerate_candidates)
+                                   enumerate_candidates, group_candidates)
 
 __all__ = ["search", "SearchResult", "SearchSpace", "Budgets", "BudgetError", "parse_count"]
 
@@ -157,6 +158,24 @@ def search(
     t = time.monotonic()
     structures = _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
                                      model_name)
+    # Per-group widths: ranked by figures counted without a model, the few widest that fit
+    # measured for real like the rest (shapes.py).
+    from edgeslim.search import shapes as shapes_mod
+
+    measured = {c.ratio: structures[c.structure] for c in cands
+                if not c.pack_weights and c.allocation == "uniform"}
+    shapes, shapes_info = shapes_mod.propose(kmodel, base.stages["channels"], space, budgets,
+                                             measured)
+    echo("[search] per-group widths: " + (
+        f"{shapes_info['vectors']} vectors over {len(shapes_info['groups'])} layer groups, "
+        f"{shapes_info['fitting_by_estimate']} fit by estimate, {shapes_info['widest']} widest; "
+        f"measuring {len(shapes)}" if "why" not in shapes_info else shapes_info["why"]))
+    if shapes:
+        extra = group_candidates(shapes, space, backend=backend, start=len(cands))
+        structures.update(_measure_structures(extra, kmodel, ds, base, ctx, tgt, backend, seed,
+                                              echo, model_name))
+        cands = cands + extra
+        trials.update({c.index: Trial(c) for c in extra})
     for tr in trials.values():
         tr.figures = structures[tr.cand.structure]
     cheap_s = time.monotonic() - t
@@ -173,14 +192,22 @@ def search(
         raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=False)
     _prune_dominated(feasible)
     to_train = [tr for tr in feasible if tr.status == "pending"]
-    # Largest feasible models first (the most capacity left), then the candidate's index.
-    to_train.sort(key=lambda tr: (-(tr.figures.get("flash") or 0), -(tr.figures.get("ram") or 0),
-                                  -tr.figures["macs"], tr.cand.index))
+    # Every structure once before any structure's variants (distill, calibration, ...), then
+    # largest feasible models first (the most capacity left), then the candidate's index.
+    variant: dict[int, int] = {}
+    seen_structures: dict[tuple, int] = {}
+    for tr in sorted(to_train, key=lambda tr: tr.cand.index):
+        variant[tr.cand.index] = seen_structures.get(tr.cand.structure, 0)
+        seen_structures[tr.cand.structure] = variant[tr.cand.index] + 1
+    to_train.sort(key=lambda tr: (variant[tr.cand.index], -(tr.figures.get("flash") or 0),
+                                  -(tr.figures.get("ram") or 0), -tr.figures["macs"],
+                                  tr.cand.index))
     plain = [tr for tr in to_train if tr.cand.is_plain]
     rest = [tr for tr in to_train if not tr.cand.is_plain]
     keep = plain + rest[:max(0, max_trials - len(plain))]
     for tr in rest[max(0, max_trials - len(plain)):]:
-        tr.status, tr.why = "not tried", f"beyond --max-trials {max_trials} (smaller models come last)"
+        tr.status, tr.why = "not tried", (f"beyond --max-trials {max_trials} (each structure's first "
+                                          "variant first, then smaller models last)")
     keep_ids = sorted(tr.cand.index for tr in keep)
     echo(f"[search] {len(cands)} candidates: {sum(t.status == 'pruned' for t in trials.values())} "
          f"over a budget, {sum(t.status == 'dominated' for t in trials.values())} dominated, "
@@ -288,6 +315,7 @@ def search(
         summary = _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings,
                            float_val, ds, ray_info, resources, lost, winner, w_result, w_recipe,
                            base, time.monotonic() - t_start)
+        summary["group_widths"] = shapes_info
 
         # -- ship: the ordinary build of the winner's recipe, re-measured, then moved in place
         from edgeslim.pipeline import _replace_dir
@@ -374,8 +402,10 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
     for c in cands:
         if c.structure in out:
             continue
-        ratio, alloc, packed, pack = c.structure
-        probe = Candidate(-1, ratio, alloc, 0.0, packed, pack, False, "random")
+        _, alloc, packed, pack = c.structure
+        probe = dataclasses.replace(c, index=-1, allocation="uniform" if alloc == "groups" else alloc,
+                                    sparsity=0.0, clusters=packed, distill=False,
+                                    calibration="random")
         rcp = candidate_recipe(base, probe, epochs=0, seed=seed, max_drop=None)
         calib = calibration(rcp, ds, kmodel, seed)
         run = _run_stages(kmodel, rcp, ctx, calib, [], [layer.name for layer in kmodel.layers],
@@ -385,7 +415,8 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
         out[c.structure] = figures.measure(tfl, run.current, target=tgt, backend=backend,
                                            pack_weights=pack, c_name=c_identifier(model_name))
         f = out[c.structure]
-        echo(f"[search] structure channels {ratio:g}{' packed ' + str(packed) if pack else ''}: "
+        width = "/".join(f"{r:g}" for _, r in c.groups) if c.groups else f"{c.ratio:g}"
+        echo(f"[search] structure channels {width}{' packed ' + str(packed) if pack else ''}: "
              f"MACs {f['macs']:,}, flash {_fmt(f['flash'])}, RAM {_fmt(f['ram'])}")
     return out
 
