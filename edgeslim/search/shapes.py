@@ -17,6 +17,12 @@ narrowest group is widest (a narrow group is a bottleneck for everything after i
 with the most weights, are proposed; the search measures them for real like any structure
 (estimates only choose what to measure: nothing is pruned or shipped on an estimate).
 RAM has no estimate here: it is checked on the real measurement.
+
+The line fits the global ratios, not uneven vectors: in the C library every distinct layer
+shape is code of its own, so an uneven vector takes more flash than its weights say (on
+the DS-CNN-S keyword model about 2,000 B more than the line, which fits the even ones to
+30 B). The search therefore measures one vector at a time and adds what the uneven
+vectors measured so far needed beyond the line (``correction``) to the next estimates.
 """
 
 from __future__ import annotations
@@ -28,10 +34,14 @@ import numpy as np
 MAX_BANDS = 6  # more groups than this: neighbouring groups share a ratio (in depth order)
 
 
-def propose(kmodel, channels_cfg, space, budgets, measured: dict) -> tuple[list[tuple], dict]:
+def propose(kmodel, channels_cfg, space, budgets, measured: dict, *, correction: float = 0.0,
+            exclude=frozenset(), limit: int | None = None) -> tuple[list[tuple], dict]:
     """Per-group width vectors to try, and what was done to pick them (for search.json).
 
     ``measured``: global ratio -> the figures its (unpacked) structure measured for real.
+    ``correction``: bytes added to the flash line's estimate of an uneven vector (what the
+    uneven vectors measured so far needed beyond it); ``exclude``: ratio vectors already
+    tried; ``limit``: how many to return (default ``space.group_shapes``).
     A vector is ((producers of group 1, ratio), (producers of group 2, ratio), ...).
     """
     info: dict = {"levels": sorted(set(float(r) for r in space.group_ratios)),
@@ -71,25 +81,31 @@ def propose(kmodel, channels_cfg, space, budgets, measured: dict) -> tuple[list[
     for vec in [*itertools.product(levels, repeat=n_bands), *evens]:
         ratios = {groups[i].id: vec[b] for b, band in enumerate(bands) for i in band}
         figs = planner.figures(ratios)
-        est = fit[0] * figs["params"] + fit[1] if fit else None
+        line = fit[0] * figs["params"] + fit[1] if fit else None
+        even = len(set(vec)) == 1
+        est = None if line is None else line + (0.0 if even else correction)
         ok = ((budgets.flash is None or est <= budgets.flash)
               and (budgets.macs is None or figs["macs"] <= budgets.macs))
         rows.append({"vec": vec, "ratios": ratios, "kept": tuple(figs["kept"][g.id] for g in groups),
-                     "macs": figs["macs"], "params": figs["params"], "flash_est": est, "ok": ok})
+                     "macs": figs["macs"], "params": figs["params"], "flash_est": est,
+                     "flash_line": line, "ok": ok})
     fitting = [r for r in rows if r["ok"]]
     # The widest fitting vectors: none other fitting keeps >= channels in every group.
     widest = [r for r in fitting
               if not any(o is not r and o["kept"] != r["kept"]
                          and all(a >= b for a, b in zip(o["kept"], r["kept"])) for o in fitting)]
-    uneven = [r for r in widest if len(set(r["vec"])) > 1]  # even ones are the global ratios'
+    uneven = [r for r in widest if len(set(r["vec"])) > 1  # even ones are the global ratios'
+              and tuple(r["ratios"][g.id] for g in groups) not in exclude]
     # Narrow groups are bottlenecks: the widest narrowest group first, then the most weights.
     uneven.sort(key=lambda r: (-min(k / g.channels for k, g in zip(r["kept"], groups)),
                                -r["params"], -r["macs"], r["vec"]))
-    chosen = uneven[:space.group_shapes]
+    chosen = uneven[:space.group_shapes if limit is None else limit]
     info.update(vectors=len(rows), fitting_by_estimate=len(fitting), widest=len(widest),
+                correction_bytes=correction,
                 chosen=[{"ratios": [r["ratios"][g.id] for g in groups], "kept": list(r["kept"]),
                          "macs": r["macs"], "params": r["params"],
-                         "flash_estimate": None if r["flash_est"] is None else round(r["flash_est"])}
+                         "flash_estimate": None if r["flash_est"] is None else round(r["flash_est"]),
+                         "flash_line": None if r["flash_line"] is None else round(r["flash_line"])}
                         for r in chosen])
     shapes = [tuple((tuple(g.producers), float(r["ratios"][g.id])) for g in groups) for r in chosen]
     return shapes, info

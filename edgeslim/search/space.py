@@ -215,15 +215,16 @@ def enumerate_candidates(space: SearchSpace, *, backend: str) -> list[Candidate]
 def group_candidates(shapes: list[tuple], space: SearchSpace, *, backend: str,
                      start: int) -> list[Candidate]:
     """Candidates for per-group width vectors (``shapes``: ((producers, ratio), ...) each),
-    crossed with the other knobs as :func:`enumerate_candidates` does, numbered from
-    ``start`` (after the global-ratio ones)."""
+    crossed with the other knobs as :func:`enumerate_candidates` does but never packed
+    (packing would double the structures to measure for at most a few percent of flash),
+    numbered from ``start`` (after the global-ratio ones)."""
     out: list[Candidate] = []
     for shape in shapes:
         top = max(r for _, r in shape)
         for sparsity, clusters, pack, distill, calib in itertools.product(
                 space.sparsities, space.clusters, space.pack_weights, space.distill,
                 space.calibrations):
-            if pack and (backend != "c" or not 0 < clusters <= 16):
+            if pack:
                 continue
             out.append(Candidate(start + len(out), float(top), "uniform", float(sparsity),
                                  int(clusters), bool(pack), bool(distill), calib,
