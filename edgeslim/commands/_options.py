@@ -208,7 +208,8 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
                       f"drop {c['measured']:.2f} <= {c['budget']:g}"
                       for k, c in v["checks"].items()))
     if s.get("ignored"):
-        console.print("ignored by the search: " + "; ".join(i["setting"] for i in s["ignored"]))
+        console.print("ignored by the search: " + "; ".join(i["setting"] for i in s["ignored"]),
+                      markup=False)  # "[prune] sparsity" is not a rich style
     console.print(f"bundle: {res.bundle_dir} (search.json, pareto.png)"
                   + (f"; Pareto set: {res.pareto_dir}" if res.pareto_dir else ""))
     return res

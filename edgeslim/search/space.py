@@ -33,7 +33,7 @@ class SearchSpace:
     spreads over layer groups (``uniform``, ``sensitivity``); ``group_ratios``: the ratios
     each layer group (channels.py's dependency groups) may take on its own, and
     ``group_shapes``: how many such per-group width vectors are measured and trained at
-    most (the ones with the most weights that the figures counted before training let fit;
+    most (among the widest that the figures counted before training let fit, see shapes.py;
     ``group_ratios = []`` or ``group_shapes = 0``: uniform ratios only); ``sparsities``: magnitude
     pruning (0: none); ``clusters``: shared weight values per layer (0: none);
     ``pack_weights``: 4-bit packed clustered weights in the C library (``--backend c``
@@ -181,10 +181,10 @@ class Candidate:
         n = max(len(self.groups), len(other.groups), 1)
         if self.groups and other.groups and len(self.groups) != len(other.groups):
             return False
-        narrower = all(a <= b for a, b in zip(self._widths(n), other._widths(n)))
+        gentler = all(a <= b for a, b in zip(self._widths(n), other._widths(n)))  # per group
         # A sensitivity allocation's per-group ratios are only known once measured.
         alloc_ok = self.allocation == other.allocation or not (self.ratio or self.groups)
-        return (narrower and self.sparsity <= other.sparsity
+        return (gentler and self.sparsity <= other.sparsity
                 and coarseness(self) <= coarseness(other) and self.distill == other.distill
                 and self.calibration == other.calibration and alloc_ok)
 
