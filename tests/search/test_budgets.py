@@ -112,8 +112,11 @@ def test_max_macs_on_rpi4_trains_per_group_widths_and_reports_ignored_flags(
     ratios = list(g["knobs"]["group_ratios"].values())
     assert set(ratios) == {0.25, 0.5}  # uneven: the global ratios cover the even ones
     assert s["group_widths"]["chosen"][0]["ratios"] == ratios
-    # Counted before any model was built = counted on the int8 model the trial built.
-    assert g["figures"]["macs"] == s["group_widths"]["chosen"][0]["macs"] <= budget
+    # Counted on the dependency graph before any model was built (the Keras layers' count;
+    # test_space checks it equals the slimmed model's): the int8 model's operators, which the
+    # budget is checked on, count a little more (31,930 against 31,152 here).
+    planned = s["group_widths"]["chosen"][0]["macs"]
+    assert planned <= g["figures"]["macs"] <= 1.05 * planned and g["figures"]["macs"] <= budget
     assert g["figures"]["macs"] > uniform[0.5]["figures"]["macs"]  # wider than uniform 0.5
     rcp = tomllib.loads(g["recipe"])
     assert {o["layer"]: o["ratio"] for o in rcp["channels"]["override"]} == {
