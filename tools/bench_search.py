@@ -6,7 +6,7 @@ On the keyword-spotting DS-CNN-S of tools/bench_compress.py (trained here with K
 
 * the search: ``edgeslim build --backend c --max-flash B --max-drop D`` (edgeslim.search);
 * the best hand-picked recipe among the target profiles' defaults (each distinct default
-  recipe built once for cortex-m4 with ``--backend c``; the one with the best test accuracy
+  recipe built once for cortex-m4 with ``--backend c``; the one with the best validation accuracy
   whose library fits the budget);
 * plain int8 conversion (no compression stage).
 
@@ -15,6 +15,12 @@ arm-none-eabi-size on the bundle's C library), test accuracy and drop from float
 split: speakers absent from training), wall time and trials run. The issue's goal: a C
 library of at most 12,000 B at a test drop of at most 1.0 point, in at most 10x the wall
 time of one default build.
+
+The three budgets (C library, Cortex-M4 with its DSP kernels, measured 2026-11-30): 12,000 B
+is the issue's goal, between the global ratios 0.5625 (12,564 B) and 0.625 (10,848 B);
+16k (16,384 B) is where the target's default recipe (channels 0.5, 14,408 B) fits: does
+the search beat a hand-picked recipe that fits?; 24k (24,576 B) is the loosest a global
+ratio of 0.25 (23,122 B) fits while plain int8 (33,814 B) still does not.
 
     .venv/bin/python tools/bench_search.py                       # budgets 12000, 16k, 24k
     .venv/bin/python tools/bench_search.py --budgets 12000 \
@@ -74,7 +80,10 @@ def run_search(model: Path, npz: Path, out: Path, *, budget: int, max_drop: floa
     return {"fits": True, "wall_s": wall, "trials": s["trials_run"],
             "flash": s["verified"]["checks"]["flash"]["measured"], "winner": s["winner"]["name"],
             "test_acc": r["metric"]["int8"], "float_test": r["metric"]["float"],
-            "val_drop": s["winner"]["val_drop"], "lost": len(s["lost"]), "bundle": str(bundle)}
+            "val_acc": r["metric"]["validation"]["int8"], "float_val": r["metric"]["validation"]["float"],
+            "ram": (r.get("codegen") or {}).get("arena_bytes"),
+            "val_drop": s["winner"]["val_drop"], "lost": len(s["lost"]), "bundle": str(bundle),
+            "counts": s["counts"], "group_widths": s.get("group_widths")}
 
 
 def run_recipe(name: str, recipe: dict | None, model: Path, npz: Path, folder: Path, *, seed: int,
@@ -87,6 +96,9 @@ def run_recipe(name: str, recipe: dict | None, model: Path, npz: Path, folder: P
     fl = bc.flash_m4_os(o.bundle / "c", folder / "flash" / name)
     return {"status": "ok", "wall_s": o.wall_s, "flash": fl["flash"], "trials": 1,
             "test_acc": o.report["metric"]["int8"], "float_test": o.report["metric"]["float"],
+            "val_acc": o.report["metric"]["validation"]["int8"],
+            "float_val": o.report["metric"]["validation"]["float"],
+            "ram": (o.report.get("codegen") or {}).get("arena_bytes"),
             "shipped": o.report["guard"]["shipped"]}
 
 
@@ -96,15 +108,21 @@ def markdown(res: dict) -> str:
     for b in res["budgets"]:
         lines += [f"\nFlash budget {b['budget']:,} B (C library, Cortex-M4 -Os), --max-drop "
                   f"{res['max_drop']:g} (validation):\n",
-                  "| method | fits | flash (B) | test acc | test drop (pts) | wall | x default build | trials |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| method | fits | flash (B) | RAM (B, plan) | val acc | val drop (pts) | test acc "
+                  "| test drop (pts) | wall | x default build | trials |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in b["rows"].items():
             if r.get("test_acc") is None:
-                lines.append(f"| {name} | no: {r.get('message', '')[:90]} | | | | {r['wall_s']:.0f}s | "
-                             f"{r['wall_s'] / ref:.1f}x | {r.get('trials') or '-'} |")
+                lines.append(f"| {name} | no: {r.get('message', '')[:90]} | | | | | | | "
+                             f"{r['wall_s']:.0f}s | {r['wall_s'] / ref:.1f}x | {r.get('trials') or '-'} |")
                 continue
             drop = 100 * (r["float_test"] - r["test_acc"])
-            lines.append(f"| {name} | {'yes' if r['fits'] else 'no'} | {r['flash']:,} | "
+            vdrop = 100 * (r["float_val"] - r["val_acc"]) if r.get("val_acc") is not None else None
+            val = (f"{r['val_acc']:.4f} | {vdrop:.2f}" if vdrop is not None else "- | -")
+            fits = "yes" if r["fits"] else "no"
+            if r.get("winner"):
+                fits += f": {r['winner'].split(' ', 1)[1]}"
+            lines.append(f"| {name} | {fits} | {r['flash']:,} | {r.get('ram') or '-'} | {val} | "
                          f"{r['test_acc']:.4f} | {drop:.2f} | {r['wall_s']:.0f}s | "
                          f"{r['wall_s'] / ref:.1f}x | {r.get('trials') or '-'} |")
     return "\n".join(lines) + "\n"
@@ -143,7 +161,7 @@ def main(argv=None) -> int:
         ok = {n: r for n, r in built.items() if n != "plain-int8" and r["status"] == "ok"
               and r["flash"] <= b}
         if ok:
-            best = max(ok, key=lambda n: ok[n]["test_acc"])
+            best = max(ok, key=lambda n: ok[n]["val_acc"])  # chosen on validation, as a user would
             rows[f"best default ({best})"] = {**ok[best], "fits": True}
         else:
             closest = min((n for n in built if n != "plain-int8" and built[n]["status"] == "ok"),

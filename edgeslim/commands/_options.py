@@ -171,7 +171,8 @@ def search_options(fn):
 
 
 def run_search(model, data, *, target, recipe, flags: dict, search: dict, backend: str,
-               out, trust_model, test_data, labels, name, pareto_set: bool):
+               out, trust_model, test_data, labels, name, pareto_set: bool,
+               ignored: list[dict] | None = None):
     """Call edgeslim.search with the parsed flags; print what it chose."""
     import sys
 
@@ -184,7 +185,11 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
                             max_macs=search["max_macs"])
     space = SearchSpace.load(search["search_space"]) if search["search_space"] else None
     max_drop = flags.get("max_drop")
-    # The stages are the search's to choose: the flags that add or drop one are not used.
+    # The stages are the search's to choose: the flags that drop one are not used (and said so).
+    ignored = list(ignored or []) + [
+        {"setting": "--" + k.replace("_", "-"), "value": True, "from": "command line",
+         "why": "the search chooses the stages (channels, prune, cluster)"}
+        for k, v in sorted(flags.items()) if k.startswith("no_") and k != "no_guard" and v]
     flags = {k: v for k, v in flags.items() if not k.startswith("no_") or k == "no_guard"}
     table = recipe_mod.flags_to_table(**flags)
     res = run(model, data, target=target, budgets=budgets, max_drop=max_drop, backend=backend,
@@ -192,7 +197,8 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
               ray_address=search["ray_address"], num_cpus=search["num_cpus"],
               trial_resources={"cpu": search["trial_cpus"]}, rungs=search["rungs"],
               eta=search["eta"], min_epochs=search["min_epochs"], max_trials=search["max_trials"],
-              write_pareto_set=pareto_set, trust_model=trust_model, test_data=test_data,
+              write_pareto_set=pareto_set, ignored_flags=ignored, trust_model=trust_model,
+              test_data=test_data,
               labels=labels, name=name, echo=click.echo, live=sys.stdout.isatty())
     s = res.summary
     console = Console(highlight=False)
@@ -215,6 +221,9 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
                       f"{k} {c['measured']:,} <= {c['budget']:,}" if k != "drop" else
                       f"drop {c['measured']:.2f} <= {c['budget']:g}"
                       for k, c in v["checks"].items()))
+    if s.get("ignored"):
+        console.print("ignored by the search: " + "; ".join(i["setting"] for i in s["ignored"]),
+                      markup=False)  # "[prune] sparsity" is not a rich style
     console.print(f"bundle: {res.bundle_dir} (search.json, pareto.png)"
                   + (f"; Pareto set: {res.pareto_dir}" if res.pareto_dir else ""))
     return res

@@ -92,9 +92,21 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
                         hint="Pass --data data.npz (or an image folder); only an int8 .tflite builds without it.")
     if budgets:
         # A budget: search the compression settings (edgeslim.search) instead of one recipe.
+        # Build flags a search does not use: said so, not dropped silently.
+        why = {"pack_weights": "the search chooses packed weights (search.pack_weights)",
+               "teachers": "the search distils from your model only (search.distill)",
+               "ram": "the search's budgets are --max-ram/--max-flash",
+               "flash": "the search's budgets are --max-ram/--max-flash",
+               "audio_front_end": "a search bundle has no audio front end; build the winner's "
+                                  "recipe with it"}
+        given = {"pack_weights": pack_weights, "teachers": teachers, "ram": ram, "flash": flash,
+                 "audio_front_end": audio_front_end}
+        ignored = [{"setting": "--" + ("teacher" if k == "teachers" else k.replace("_", "-")),
+                    "value": list(v) if k == "teachers" else v, "from": "command line",
+                    "why": why[k]} for k, v in given.items() if v]
         run_search(model, data, target=target, recipe=recipe, flags=flags, search=search,
                    backend=backend, out=out, trust_model=trust_model, test_data=test_data,
-                   labels=label_list, name=name, pareto_set=False)
+                   labels=label_list, name=name, pareto_set=False, ignored=ignored)
         return
     drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
     result = build(

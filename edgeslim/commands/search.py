@@ -36,8 +36,6 @@ def command(model, data, test_data, target, out, recipe, backend, labels, name, 
     """Search compression settings under --max-flash/--max-ram/--max-macs and --max-drop;
     write every Pareto-optimal candidate's recipe and the best one's bundle."""
     search = {k: flags.pop(k) for k in SEARCH_KEYS}
-    for key in ("no_prune", "no_cluster", "no_qat", "prune_channels", "channels_epochs"):
-        flags.pop(key, None)
     from edgeslim.commands.build import read_labels
 
     label_list = read_labels(labels) if labels else None

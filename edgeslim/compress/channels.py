@@ -591,6 +591,106 @@ def _plan_macs(an: _Analysis, counts: dict[int, int]) -> int:
     return int(total)
 
 
+def _plan_params(an: _Analysis, counts: dict[int, int]) -> int:
+    """Parameters of the model ``slim`` would build when group g keeps counts[g] channels
+    (kernels scale with the kept input and output channels, depthwise kernels with the
+    input, biases and BatchNormalization with the output)."""
+    total = 0
+    for name in an.order:
+        if an.role[name] == INPUT:
+            continue
+        layer = an.model.get_layer(name)
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if an.role[name] == UNKNOWN or isinstance(layer, keras.Model):
+            total += sum(int(w.size) for w in weights)
+            continue
+        ins = an.ins.get(name) or []
+        in_full = int(layer.input.shape[-1]) if len(ins) == 1 else 1
+        in_kept = an.kept_width(ins[0], counts) if len(ins) == 1 else in_full
+        out_full = int(layer.output.shape[-1])
+        if an.role[name] == PRODUCER:
+            out_kept = counts.get(an.gid(an.group_of[name]), out_full)
+        else:
+            out_kept = an.kept_width(an.out[name], counts) if name in an.out else out_full
+        fi, fo = in_kept / max(in_full, 1), out_kept / max(out_full, 1)
+        for k, w in enumerate(weights):
+            if isinstance(layer, L.SeparableConv2D):
+                scale = (fi, fi * fo, fo)[min(k, 2)]
+            elif isinstance(layer, L.DepthwiseConv2D):
+                scale = fi
+            elif an.role[name] == PRODUCER:
+                scale = fi * fo if k == 0 else fo
+            else:
+                scale = fo
+            total += int(round(w.size * scale))
+    return int(total)
+
+
+class WidthPlanner:
+    """MACs and parameters of a model with given per-group channel ratios, counted from
+    the dependency graph without building it (the search ranks per-group widths with
+    these before measuring any for real)."""
+
+    def __init__(self, model, *, round_to: int = 4, min_channels: int = 4):
+        self._an = an = _Analysis(model)
+        self.round_to, self.min_channels = round_to, min_channels
+        self.groups = [g for g in an.groups if g.prunable]
+        # Per layer, once: what _plan_macs and _plan_params read (thousands of plans follow).
+        self._fixed_params = self._fixed_macs = 0  # layers whose channels never change
+        self._rows = []
+        for name in an.order:
+            if an.role[name] == INPUT:
+                continue
+            layer = an.model.get_layer(name)
+            sizes = [int(w.size) for w in layer.get_weights()]
+            if isinstance(layer, keras.Model) or an.role[name] == UNKNOWN:
+                self._fixed_params += sum(sizes)
+                self._fixed_macs += (count_macs(layer) if isinstance(layer, keras.Model)
+                                     else sum(m for m, _ in _macs_parts(layer)))
+                continue
+            ins = an.ins.get(name) or []
+            kinds = []
+            for k in range(len(sizes)):
+                if isinstance(layer, L.SeparableConv2D):
+                    kinds.append(("i", "io", "o")[min(k, 2)])
+                elif isinstance(layer, L.DepthwiseConv2D):
+                    kinds.append("i")
+                elif an.role[name] == PRODUCER:
+                    kinds.append("io" if k == 0 else "o")
+                else:
+                    kinds.append("o")
+            self._rows.append((name, ins[0] if len(ins) == 1 else None,
+                               int(layer.input.shape[-1]) if len(ins) == 1 else 1,
+                               int(layer.output.shape[-1]), _macs_parts(layer),
+                               list(zip(sizes, kinds))))
+
+    def counts(self, ratios: dict[int, float]) -> dict[int, int]:
+        """Kept channels per prunable group id (as the channel stage keeps them)."""
+        return {g.id: _kept_count(g.channels, float(ratios.get(g.id, 0.0)), self.round_to,
+                                  self.min_channels) for g in self.groups}
+
+    def figures(self, ratios: dict[int, float]) -> dict:
+        """MACs (as ``_plan_macs``) and parameters (as ``_plan_params``) of the plan."""
+        an = self._an
+        counts = self.counts(ratios)
+        macs, params = self._fixed_macs, self._fixed_params
+        for name, lay_in, in_full, out_full, parts, weights in self._rows:
+            in_kept = an.kept_width(lay_in, counts) if lay_in is not None else in_full
+            if an.role[name] == PRODUCER:
+                out_kept = counts.get(an.gid(an.group_of[name]), out_full)
+            else:
+                out_kept = an.kept_width(an.out[name], counts) if name in an.out else out_full
+            for m, scale in parts:
+                macs += (m * in_kept // in_full if scale == "i"
+                         else m * in_kept * out_kept // (in_full * out_full))
+            f = {"i": in_kept / max(in_full, 1), "o": out_kept / max(out_full, 1)}
+            f["io"] = f["i"] * f["o"]
+            params += sum(int(round(size * f[kind])) for size, kind in weights)
+        return {"macs": int(macs), "params": int(params), "kept": counts}
+
+
 # -- slicing -------------------------------------------------------------------------------
 
 

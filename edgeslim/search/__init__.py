@@ -21,6 +21,7 @@ how far the closest candidate is, and nothing is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,10 +37,11 @@ from typing import Callable
 from edgeslim import recipe as recipe_mod
 from edgeslim.errors import EdgeslimError
 from edgeslim.search.figures import Budgets, parse_count
-from edgeslim.search.space import (Candidate, SearchSpace, Trial, candidate_recipe,
-                                   enumerate_candidates)
+from edgeslim.search.space import (SearchSpace, Trial, candidate_recipe, enumerate_candidates,
+                                   group_candidates)
 
-__all__ = ["search", "SearchResult", "SearchSpace", "Budgets", "BudgetError", "parse_count"]
+__all__ = ["search", "SearchResult", "SearchSpace", "Budgets", "BudgetError", "parse_count",
+           "ignored_settings"]
 
 _FIG_NAMES = {"flash": ("--max-flash", "B of flash"), "ram": ("--max-ram", "B of RAM"),
               "macs": ("--max-macs", "MACs")}
@@ -92,6 +94,7 @@ def search(
     min_epochs: int = 10,
     max_trials: int = 16,
     write_pareto_set: bool = False,
+    ignored_flags: list[dict] | None = None,
     trust_model: bool = False,
     test_data=None,
     labels: list[str] | None = None,
@@ -101,7 +104,10 @@ def search(
 ) -> SearchResult:
     """Search the space under ``budgets`` and ``max_drop``; write the winner's bundle to
     ``out/<target>/`` (with search.json and pareto.png), and with ``write_pareto_set``
-    every Pareto candidate's recipe to ``out/search/``. See the module docstring."""
+    every Pareto candidate's recipe to ``out/search/``. See the module docstring.
+
+    ``ignored_flags``: command-line flags the caller did not pass on (``{"setting", "why"}``
+    each); reported with the recipe settings the search overrides, as ``ignored``."""
     from edgeslim import targets
     from edgeslim.search import trials as trials_mod
     from edgeslim.search.figures import check_budgets_apply
@@ -138,6 +144,9 @@ def search(
             "the winner's recipe with them (edgeslim build --recipe).")
     seed = base.build.seed if seed is None else seed
     seed = 0 if seed is None else seed  # a search is always seeded: its choice must repeat
+    ignored = list(ignored_flags or []) + ignored_settings(recipe, flags)
+    for item in ignored:
+        echo(f"[search] ignored: {item['setting']} ({item['why']})")
 
     # -- load, as the build does ------------------------------------------------------
     kmodel, ds, model_name = _load(model, data, base, seed=seed, trust_model=trust_model,
@@ -163,6 +172,15 @@ def search(
     t = time.monotonic()
     structures = _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
                                      model_name)
+    # Per-group widths: ranked by figures counted without a model, measured for real one at
+    # a time like the rest (shapes.py).
+    measured = {c.ratio: structures[c.structure] for c in cands
+                if not c.pack_weights and c.allocation == "uniform"}
+    shapes_info = _group_widths(kmodel, base, space, budgets, measured, structures, trials,
+                                backend=backend, measure=lambda extra: _measure_structures(
+                                    extra, kmodel, ds, base, ctx, tgt, backend, seed, echo,
+                                    model_name), echo=echo)
+    cands = sorted((tr.cand for tr in trials.values()), key=lambda c: c.index)
     for tr in trials.values():
         tr.figures = structures[tr.cand.structure]
     cheap_s = time.monotonic() - t
@@ -179,14 +197,22 @@ def search(
         raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=False)
     _prune_dominated(feasible)
     to_train = [tr for tr in feasible if tr.status == "pending"]
-    # Largest feasible models first (the most capacity left), then the candidate's index.
-    to_train.sort(key=lambda tr: (-(tr.figures.get("flash") or 0), -(tr.figures.get("ram") or 0),
-                                  -tr.figures["macs"], tr.cand.index))
+    # Every structure once before any structure's variants (distill, calibration, ...), then
+    # largest feasible models first (the most capacity left), then the candidate's index.
+    variant: dict[int, int] = {}
+    seen_structures: dict[tuple, int] = {}
+    for tr in sorted(to_train, key=lambda tr: tr.cand.index):
+        variant[tr.cand.index] = seen_structures.get(tr.cand.structure, 0)
+        seen_structures[tr.cand.structure] = variant[tr.cand.index] + 1
+    to_train.sort(key=lambda tr: (variant[tr.cand.index], -(tr.figures.get("flash") or 0),
+                                  -(tr.figures.get("ram") or 0), -tr.figures["macs"],
+                                  tr.cand.index))
     plain = [tr for tr in to_train if tr.cand.is_plain]
     rest = [tr for tr in to_train if not tr.cand.is_plain]
     keep = plain + rest[:max(0, max_trials - len(plain))]
     for tr in rest[max(0, max_trials - len(plain)):]:
-        tr.status, tr.why = "not tried", f"beyond --max-trials {max_trials} (smaller models come last)"
+        tr.status, tr.why = "not tried", (f"beyond --max-trials {max_trials} (each structure's first "
+                                          "variant first, then smaller models last)")
     keep_ids = sorted(tr.cand.index for tr in keep)
     echo(f"[search] {len(cands)} candidates: {sum(t.status == 'pruned' for t in trials.values())} "
          f"over a budget, {sum(t.status == 'dominated' for t in trials.values())} dominated, "
@@ -294,6 +320,8 @@ def search(
         summary = _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings,
                            float_val, ds, ray_info, resources, lost, winner, w_result, w_recipe,
                            base, time.monotonic() - t_start)
+        summary["group_widths"] = shapes_info
+        summary["ignored"] = ignored
 
         # -- ship: the ordinary build of the winner's recipe, re-measured, then moved in place
         from edgeslim.pipeline import _replace_dir
@@ -349,6 +377,99 @@ def search(
         return SearchResult(summary=summary, bundle_dir=final, build=res, pareto_dir=pareto_dir)
 
 
+# Recipe settings every candidate's recipe sets (space.candidate_recipe), and why.
+_SEARCHED = {
+    ("build", "stages"): "the search chooses the stages (channels, prune, cluster)",
+    ("build", "calibration"): "the search chooses the calibration set (search.calibrations)",
+    ("build", "guard"): "a search always checks --max-drop on validation",
+    ("build", "backoff_steps"): "the search does not back off: it already chose",
+    ("channels", "ratio"): "the search chooses channel ratios (search.ratios, search.group_ratios)",
+    ("channels", "allocation"): "the search chooses the allocation (search.allocations)",
+    ("channels", "distill"): "the search chooses distillation (search.distill)",
+    ("channels", "epochs"): "the search sets fine-tuning epochs (--min-epochs, --eta, --rungs)",
+    ("channels", "steps"): "the search sets fine-tuning epochs (--min-epochs, --eta, --rungs)",
+    ("prune", "sparsity"): "the search chooses sparsities (search.sparsities)",
+    ("prune", "epochs"): "the search sets fine-tuning epochs (--min-epochs, --eta, --rungs)",
+    ("cluster", "clusters"): "the search chooses cluster counts (search.clusters)",
+    ("cluster", "epochs"): "the search sets fine-tuning epochs (--min-epochs, --eta, --rungs)",
+}
+# The command-line flag behind a recipe key (recipe.flags_to_table), to name it as typed.
+_FLAG_OF = {("channels", "ratio"): "--prune-channels", ("channels", "epochs"): "--channels-epochs",
+            ("prune", "sparsity"): "--sparsity", ("prune", "epochs"): "--prune-epochs/--epochs",
+            ("cluster", "clusters"): "--clusters", ("cluster", "epochs"): "--cluster-epochs/--epochs",
+            ("build", "calibration"): "--calibration", ("build", "guard"): "--no-guard"}
+
+
+def ignored_settings(recipe, flags: dict | None) -> list[dict]:
+    """The settings the user gave (a recipe file or table, flags as recipe tables) that a
+    search overrides in every candidate: ``{"setting", "value", "from", "why"}`` each."""
+    layers = []
+    if isinstance(recipe, (str, Path)):
+        layers.append((f"--recipe {recipe}", recipe_mod.load_toml(recipe)))
+    elif isinstance(recipe, dict):
+        layers.append(("the recipe table", recipe))
+    layers.append(("command line", flags or {}))
+    out, seen = [], set()
+    for source, table in reversed(layers):  # flags win over the recipe: report theirs
+        for (section, key), why in _SEARCHED.items():
+            value = (table.get(section) or {}).get(key) if isinstance(table.get(section), dict) \
+                else None
+            if value is None or (section, key) in seen:
+                continue
+            seen.add((section, key))
+            if source == "command line" and (section, key) in _FLAG_OF:
+                setting = f"{_FLAG_OF[(section, key)]} ([{section}] {key} = {value!r})"
+            else:
+                setting = f"[{section}] {key} = {value!r} from {source}"
+            out.append({"setting": setting, "value": value, "from": source, "why": why})
+        for section in ("qat", "distill", "lowrank"):  # stages no candidate runs
+            keys = table.get(section)
+            if isinstance(keys, dict) and keys and section not in seen:
+                seen.add(section)
+                out.append({"setting": f"[{section}] " + ", ".join(
+                                f"{k} = {v!r}" for k, v in keys.items()) + f" from {source}",
+                            "value": keys, "from": source,
+                            "why": f"no candidate runs the {section} stage: the search tries "
+                                   "channels, prune and cluster"})
+    return out
+
+
+def _group_widths(kmodel, base, space, budgets, measured, structures, trials, *, backend,
+                  measure, echo) -> dict:
+    """Per-group width vectors (shapes.py), measured one at a time: what a measurement needs
+    beyond the flash line corrects the next estimates, until ``group_shapes`` fit or twice
+    that many were measured. Their candidates join ``trials`` (one over a budget is pruned
+    like any other)."""
+    from edgeslim.search import shapes as shapes_mod
+
+    tried: list[tuple] = []
+    fitting, correction, info = 0, 0.0, {}
+    rows = []
+    while fitting < space.group_shapes and len(tried) < 2 * space.group_shapes:
+        found, info = shapes_mod.propose(kmodel, base.stages["channels"], space, budgets, measured,
+                                         correction=correction, exclude=frozenset(tried), limit=1)
+        if not tried:
+            echo("[search] per-group widths: " + (
+                f"{info['vectors']} vectors over {len(info['groups'])} layer groups, "
+                f"{info['fitting_by_estimate']} fit by estimate, {info['widest']} widest"
+                if "why" not in info else info["why"]))
+        if not found:
+            break
+        row = info["chosen"][0]
+        tried.append(tuple(row["ratios"]))
+        extra = group_candidates(found, space, backend=backend, start=max(trials) + 1)
+        structures.update(measure(extra[:1]))
+        trials.update({c.index: Trial(c) for c in extra})
+        figs = structures[extra[0].structure]
+        over = budgets.over(figs)
+        rows.append({**row, "flash": figs.get("flash"), "ram": figs.get("ram"), "fits": not over})
+        fitting += not over
+        if figs.get("flash") is not None and row.get("flash_line") is not None:
+            correction = max(correction, float(figs["flash"] - row["flash_line"]))
+    info.pop("chosen", None)
+    return {**info, "correction_bytes": correction, "chosen": rows}
+
+
 def _load(model, data, base, *, seed, trust_model, test_data, name):
     from edgeslim.io.data import check_data_fits_model, load_data
     from edgeslim.io.dataset import Dataset
@@ -380,8 +501,10 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
     for c in cands:
         if c.structure in out:
             continue
-        ratio, alloc, packed, pack = c.structure
-        probe = Candidate(-1, ratio, alloc, 0.0, packed, pack, False, "random")
+        _, alloc, packed, pack = c.structure
+        probe = dataclasses.replace(c, index=-1, allocation="uniform" if alloc == "groups" else alloc,
+                                    sparsity=0.0, clusters=packed, distill=False,
+                                    calibration="random")
         rcp = candidate_recipe(base, probe, epochs=0, seed=seed, max_drop=None)
         calib = calibration(rcp, ds, kmodel, seed)
         run = _run_stages(kmodel, rcp, ctx, calib, [], [layer.name for layer in kmodel.layers],
@@ -391,7 +514,8 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
         out[c.structure] = figures.measure(tfl, run.current, target=tgt, backend=backend,
                                            pack_weights=pack, c_name=c_identifier(model_name))
         f = out[c.structure]
-        echo(f"[search] structure channels {ratio:g}{' packed ' + str(packed) if pack else ''}: "
+        width = "/".join(f"{r:g}" for _, r in c.groups) if c.groups else f"{c.ratio:g}"
+        echo(f"[search] structure channels {width}{' packed ' + str(packed) if pack else ''}: "
              f"MACs {f['macs']:,}, flash {_fmt(f['flash'])}, RAM {_fmt(f['ram'])}")
     return out
 

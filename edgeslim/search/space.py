@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from edgeslim import recipe as recipe_mod
 from edgeslim.errors import RecipeError
 
-SPACE_KEYS = ("ratios", "allocations", "sparsities", "clusters", "pack_weights", "distill",
-              "calibrations")
+SPACE_KEYS = ("ratios", "allocations", "group_ratios", "group_shapes", "sparsities", "clusters",
+              "pack_weights", "distill", "calibrations")
+_LIST_KEYS = tuple(k for k in SPACE_KEYS if k != "group_shapes")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class SearchSpace:
     """The values each knob takes (the ``[search]`` table of a space file).
 
     ``ratios``: channel-pruning ratios (0: no channel stage); ``allocations``: how a ratio
-    spreads over layer groups (``uniform``, ``sensitivity``); ``sparsities``: magnitude
+    spreads over layer groups (``uniform``, ``sensitivity``); ``group_ratios``: the ratios
+    each layer group (channels.py's dependency groups) may take on its own, and
+    ``group_shapes``: how many such per-group width vectors are measured and trained at
+    most (among the widest that the figures counted before training let fit, see shapes.py;
+    ``group_ratios = []`` or ``group_shapes = 0``: uniform ratios only); ``sparsities``: magnitude
     pruning (0: none); ``clusters``: shared weight values per layer (0: none);
     ``pack_weights``: 4-bit packed clustered weights in the C library (``--backend c``
     only, with at most 16 clusters); ``distill``: the channel stage's fine-tune
@@ -39,6 +44,8 @@ class SearchSpace:
 
     ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.5625, 0.625, 0.75)
     allocations: tuple[str, ...] = ("uniform",)
+    group_ratios: tuple[float, ...] = (0.25, 0.5, 0.5625, 0.625, 0.75)
+    group_shapes: int = 4
     sparsities: tuple[float, ...] = (0.0, 0.5)
     clusters: tuple[int, ...] = (0, 16)
     pack_weights: tuple[bool, ...] = (False, True)
@@ -46,19 +53,24 @@ class SearchSpace:
     calibrations: tuple[str, ...] = ("random", "coreset")
 
     def __post_init__(self):
-        for key in SPACE_KEYS:
+        for key in _LIST_KEYS:
             value = getattr(self, key)
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise RecipeError(f"search.{key} must be a list, got {value!r}",
                                   hint=f"Write e.g. {key} = {list(getattr(SearchSpace, key))}.")
             value = tuple(value)
-            if not value:
+            if not value and key != "group_ratios":
                 raise RecipeError(f"search.{key} is empty", hint="Give at least one value.")
             object.__setattr__(self, key, value)
-        for r in self.ratios:
-            if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 <= r < 1:
-                raise RecipeError(f"search.ratios holds {r!r}: ratios are in [0, 1)",
-                                  hint="0 means no channel pruning; 0.5 removes half the filters.")
+        for key in ("ratios", "group_ratios"):
+            for r in getattr(self, key):
+                if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 <= r < 1:
+                    raise RecipeError(f"search.{key} holds {r!r}: ratios are in [0, 1)",
+                                      hint="0 means no channel pruning; 0.5 removes half the filters.")
+        g = self.group_shapes
+        if not isinstance(g, int) or isinstance(g, bool) or g < 0:
+            raise RecipeError(f"search.group_shapes = {g!r} must be a whole number >= 0",
+                              hint="How many per-group width vectors to train at most; 0: none.")
         for s in self.sparsities:
             if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 <= s < 1:
                 raise RecipeError(f"search.sparsities holds {s!r}: sparsities are in [0, 1)")
@@ -96,7 +108,8 @@ class SearchSpace:
         return cls.from_table(inner, source=str(path))
 
     def to_dict(self) -> dict:
-        return {k: list(getattr(self, k)) for k in SPACE_KEYS}
+        return {k: list(getattr(self, k)) if k in _LIST_KEYS else getattr(self, k)
+                for k in SPACE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -111,13 +124,19 @@ class Candidate:
     pack_weights: bool
     distill: bool
     calibration: str
+    # Per-group widths: ((producers of a layer group, its ratio), ...) in the groups' order;
+    # () for a global ``ratio`` (then ``ratio`` is the largest of these).
+    groups: tuple = ()
 
     @property
     def name(self) -> str:
         if self.is_plain:
             return f"c{self.index:03d} plain int8 ({self.calibration})"
         parts = []
-        if self.ratio:
+        if self.groups:
+            parts.append("channels " + "/".join(f"{r:g}" for _, r in self.groups)
+                         + " per group" + (" distilled" if self.distill else ""))
+        elif self.ratio:
             parts.append(f"channels {self.ratio:g}" + ("" if self.allocation == "uniform"
                                                        else f" {self.allocation}")
                          + (" distilled" if self.distill else ""))
@@ -137,23 +156,37 @@ class Candidate:
         """What the figures measured before training depend on (not on sparsity: the
         runtimes store dense weights; not on distill or calibration)."""
         packed = self.clusters if self.pack_weights else 0
+        if self.groups:
+            return (tuple(r for _, r in self.groups), "groups", packed, self.pack_weights)
         return (self.ratio, self.allocation if self.ratio else "uniform", packed, self.pack_weights)
 
     @property
     def knobs(self) -> dict:
-        return {"ratio": self.ratio, "allocation": self.allocation, "sparsity": self.sparsity,
-                "clusters": self.clusters, "pack_weights": self.pack_weights,
-                "distill": self.distill, "calibration": self.calibration}
+        out = {"ratio": self.ratio, "allocation": self.allocation, "sparsity": self.sparsity,
+               "clusters": self.clusters, "pack_weights": self.pack_weights,
+               "distill": self.distill, "calibration": self.calibration}
+        if self.groups:
+            out["group_ratios"] = {"+".join(p): r for p, r in self.groups}
+        return out
+
+    def _widths(self, n: int) -> tuple:
+        """Ratio per layer group (n groups when the ratio is global)."""
+        return tuple(r for _, r in self.groups) if self.groups else (self.ratio,) * n
 
     def costs_no_more_accuracy_than(self, other: "Candidate") -> bool:
         """True when every accuracy-costing knob of ``self`` is at most as aggressive as
         ``other``'s and the free knobs (distill, calibration, allocation) are equal."""
         def coarseness(c):  # fewer clusters cost more accuracy; 0 = not clustered
             return 0 if c.clusters == 0 else 1.0 / c.clusters
-        return (self.ratio <= other.ratio and self.sparsity <= other.sparsity
+        n = max(len(self.groups), len(other.groups), 1)
+        if self.groups and other.groups and len(self.groups) != len(other.groups):
+            return False
+        gentler = all(a <= b for a, b in zip(self._widths(n), other._widths(n)))  # per group
+        # A sensitivity allocation's per-group ratios are only known once measured.
+        alloc_ok = self.allocation == other.allocation or not (self.ratio or self.groups)
+        return (gentler and self.sparsity <= other.sparsity
                 and coarseness(self) <= coarseness(other) and self.distill == other.distill
-                and self.calibration == other.calibration
-                and (self.allocation == other.allocation or not self.ratio))
+                and self.calibration == other.calibration and alloc_ok)
 
 
 def enumerate_candidates(space: SearchSpace, *, backend: str) -> list[Candidate]:
@@ -179,6 +212,26 @@ def enumerate_candidates(space: SearchSpace, *, backend: str) -> list[Candidate]
     return out
 
 
+def group_candidates(shapes: list[tuple], space: SearchSpace, *, backend: str,
+                     start: int) -> list[Candidate]:
+    """Candidates for per-group width vectors (``shapes``: ((producers, ratio), ...) each),
+    crossed with the other knobs as :func:`enumerate_candidates` does but never packed
+    (packing would double the structures to measure for at most a few percent of flash),
+    numbered from ``start`` (after the global-ratio ones)."""
+    out: list[Candidate] = []
+    for shape in shapes:
+        top = max(r for _, r in shape)
+        for sparsity, clusters, pack, distill, calib in itertools.product(
+                space.sparsities, space.clusters, space.pack_weights, space.distill,
+                space.calibrations):
+            if pack:
+                continue
+            out.append(Candidate(start + len(out), float(top), "uniform", float(sparsity),
+                                 int(clusters), bool(pack), bool(distill), calib,
+                                 groups=tuple((tuple(p), float(r)) for p, r in shape)))
+    return out
+
+
 def candidate_recipe(base, cand: Candidate, *, epochs: int, seed: int | None, max_drop):
     """The recipe that builds ``cand`` with ``epochs`` of fine-tuning per stage.
 
@@ -190,9 +243,17 @@ def candidate_recipe(base, cand: Candidate, *, epochs: int, seed: int | None, ma
     cfgs = dict(base.stages)
     if cand.ratio:
         stages.append("channels")
+        ch = cfgs["channels"]
+        overrides = ch.overrides
+        if cand.groups:
+            from edgeslim.compress.overrides import LayerOverride
+
+            mine = {p for ps, _ in cand.groups for p in ps}
+            overrides = tuple(LayerOverride(layer=p, ratio=float(r)) for ps, r in cand.groups
+                              for p in ps) + tuple(o for o in ch.overrides if o.layer not in mine)
         cfgs["channels"] = dataclasses.replace(
-            cfgs["channels"], ratio=float(cand.ratio), allocation=cand.allocation,
-            distill=cand.distill, epochs=int(epochs), steps=None)
+            ch, ratio=float(cand.ratio), allocation=cand.allocation, distill=cand.distill,
+            epochs=int(epochs), steps=None, overrides=overrides)
     if cand.sparsity:
         stages.append("prune")
         cfgs["prune"] = dataclasses.replace(cfgs["prune"], sparsity=float(cand.sparsity),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edgeslim.errors import EdgeslimError, RecipeError
@@ -63,3 +64,73 @@ def test_a_bad_space_names_the_key():
         SearchSpace(ratios=(1.5,))
     with pytest.raises(RecipeError, match="unknown key"):
         SearchSpace.from_table({"ratio": [0.5]})
+
+
+def test_per_group_candidates_rebuild_through_channel_overrides():
+    import tomllib
+
+    from edgeslim import recipe as recipe_mod
+    from edgeslim.search.space import candidate_recipe, group_candidates
+
+    space = SearchSpace(ratios=(0.5,), sparsities=(0.0,), clusters=(0,), pack_weights=(False,),
+                        distill=(True,), calibrations=("random",))
+    shape = ((("conv1",), 0.25), (("pw1",), 0.75))
+    (cand,) = group_candidates([shape], space, backend="c", start=7)
+    assert cand.index == 7 and cand.ratio == 0.75 and cand.name.startswith("c007 channels 0.25/0.75 per group")
+    assert cand.structure[1] == "groups" and cand.knobs["group_ratios"] == {"conv1": 0.25, "pw1": 0.75}
+    base = recipe_mod.resolve(target_recipe={"build": {"stages": ["channels"]}})
+    rcp = tomllib.loads(candidate_recipe(base, cand, epochs=3, seed=0, max_drop=1.0).to_toml())
+    assert rcp["build"]["stages"] == ["channels"]
+    assert [(o["layer"], o["ratio"]) for o in rcp["channels"]["override"]] == [("conv1", 0.25), ("pw1", 0.75)]
+    # Uniform 0.5 is narrower than this vector in conv1 and wider in pw1: neither dominates.
+    (uni,) = enumerate_candidates(space, backend="c")
+    assert not uni.costs_no_more_accuracy_than(cand) and not cand.costs_no_more_accuracy_than(uni)
+    narrow = group_candidates([((("conv1",), 0.5), (("pw1",), 0.75))], space, backend="c", start=8)[0]
+    assert cand.costs_no_more_accuracy_than(narrow) and not narrow.costs_no_more_accuracy_than(cand)
+
+
+def test_per_group_widths_counted_before_building_are_the_slimmed_models(digits_tfk_model):
+    """WidthPlanner's MACs and parameters equal those of the model the channel stage builds
+    (no fine-tuning), for uneven per-group ratios."""
+    from edgeslim.compress import channels
+    from edgeslim.compress.context import count_params
+
+    planner = channels.WidthPlanner(digits_tfk_model)
+    ratios = {g.id: r for g, r in zip(planner.groups, (0.25, 0.5, 0.75, 0.5))}
+    figs = planner.figures(ratios)
+    keep = {gid: np.arange(k) for gid, k in figs["kept"].items()
+            if k < next(g.channels for g in planner.groups if g.id == gid)}
+    slim = channels.slim(digits_tfk_model, keep)
+    assert figs["macs"] == channels.count_macs(slim)
+    assert figs["params"] == count_params(slim)
+
+
+def test_per_group_widths_proposed_are_the_widest_that_fit():
+    """propose(): vectors over the flash line fitted on the global ratios, then those another
+    fitting vector is wider than everywhere, are left out; the even ones are the global ratios'."""
+    from edgeslim._tf import keras
+    from edgeslim.compress.channels import ChannelsConfig, WidthPlanner
+    from edgeslim.search import shapes
+
+    L = keras.layers
+    x = inp = keras.Input((8, 8, 1))
+    for i, c in enumerate((16, 16, 16)):
+        x = L.Conv2D(c, 3, padding="same", name=f"conv{i}")(x)
+    x = L.Dense(3, activation="softmax", name="out")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, x)
+    planner = WidthPlanner(model)
+    space = SearchSpace(ratios=(0.25, 0.5), group_ratios=(0.25, 0.5), group_shapes=10)
+    params = {r: planner.figures({g.id: r for g in planner.groups})["params"] for r in (0.25, 0.5)}
+    measured = {r: {"flash": 1000 + 2 * p} for r, p in params.items()}  # a line: 2 B per parameter
+    budget = 1000 + 2 * (params[0.25] + params[0.5]) // 2
+    got, info = shapes.propose(model, ChannelsConfig(), space, Budgets(flash=budget), measured)
+    assert info["flash_estimate"]["bytes_per_param"] == pytest.approx(2.0)
+    assert got and len(got) <= 10
+    chosen = info["chosen"]
+    for c in chosen:
+        assert c["flash_estimate"] <= budget and len(set(c["ratios"])) == 2
+    # None chosen is narrower everywhere than another chosen one.
+    for a in chosen:
+        assert not any(b is not a and all(x >= y for x, y in zip(b["kept"], a["kept"])) for b in chosen)
+    off, why = shapes.propose(model, ChannelsConfig(), space, Budgets(ram=4096), measured)
+    assert off == [] and "no --max-flash or --max-macs" in why["why"]
