@@ -175,6 +175,20 @@ def test_c_backend_still_refuses_16x8_and_tflm_backend_allows_it():
     targets.check_precision(targets.load_target("cortex-m4"), cfg)  # the TFLite Micro bundle
 
 
+def test_cli_build_with_backend_c_refuses_16x8_cleanly(digits_keras3_path, digits_npz, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeslim.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build", str(digits_keras3_path), "--data", str(digits_npz), "--target",
+                                      "cortex-m4", "--backend", "c", "--activations", "int16", "-o", str(out)],
+                                obj={"debug": False})
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "--backend c generates int8 kernels only" in result.output
+    assert not out.exists() or not any(out.rglob("model.tflite"))
+
+
 def test_bench_refuses_16x8_on_a_pi_bundle(build16, tmp_path):
     """bench carries int16 tensors through the TFLite Micro harness only; a Pi bundle of a
     16x8 model is refused before any link is opened."""
