@@ -755,15 +755,8 @@ def check_precision(target: Target, convert_cfg, *, backend: str = "tflm") -> No
         raise TargetError(
             f"--backend c generates int8 kernels only; convert: {convert_cfg.describe()} cannot "
             "be compiled to C",
-            hint="Drop --backend c (the TFLite Micro bundle runs 16x8), or convert to plain int8.")
-    if convert_cfg.activations == "int16" and target.kind == "mcu":
-        raise TargetError(
-            f"a 16x8 model has int16 input and output, and the TFLite Micro bundle for "
-            f"{target.profile} (its main.cc, device harness and bench protocol) takes int8 input "
-            "and output only: edgeslim cannot bundle 16x8 models for microcontrollers yet",
-            hint=f"Build with int8 activations. A 16x8 .tflite converted elsewhere can still be "
-                 f"checked against the profile's 16x8 ops: edgeslim check model.tflite --target "
-                 f"{target.profile}.")
+            hint="Drop --backend c (the TFLite Micro bundle runs 16x8 for the ops the profile "
+                 "lists in ops.int16), or convert to plain int8.")
     if convert_cfg.activations == "int16" and not target.int16_ops:
         raise TargetError(
             f"{target.runtime} on {target.profile} runs no op with int16 activations (its profile "

@@ -72,6 +72,30 @@ VERIFIED = {
     ),
 }
 
+# The same manual check for a 16x8 bundle (int16 activations, int8 weights), written into
+# 16x8 bundles' README.
+VERIFIED_16X8 = {
+    "tflm_commit": VERIFIED["tflm_commit"],
+    "commands": [
+        "edgeslim example --target cortex-m4 --out /tmp/x --seed 0",
+        "edgeslim build /tmp/x/example/digits_cnn.keras --data /tmp/x/example/digits.npz --target cortex-m4 "
+        "--activations int16 --no-prune --no-cluster --no-qat --seed 0 -o /tmp/b16   # 21,136 B",
+        "cd /tmp/b16/cortex-m4/tflm",
+        "make tflm-lib TFLM_DIR=$TFLM                       # reference kernels (OPTIMIZED_KERNEL_DIR empty)",
+        "make run BOARD=mps2-an386 TFLM_DIR=$TFLM           # main.cc: 'arena used 8228 of 10496 bytes', outputs",
+        "make run-harness BOARD=mps2-an386 TFLM_DIR=$TFLM PORT=$P &",
+        "edgeslim bench /tmp/b16/cortex-m4 --port socket://127.0.0.1:$P --data /tmp/x/example/digits.npz -n 360",
+        "make run BOARD=mps2-an386 TFLM_DIR=$TFLM OPTIMIZED_KERNEL_DIR=cmsis_nn   # CMSIS-NN: refused, see above",
+    ],
+    "result": (
+        "int16 outputs equal to the tflite-micro Python interpreter's on 360 of 360 inputs (max "
+        "int16 difference 0; accuracy 96.67% on both); main.cc's outputs for the zero input equal "
+        "the interpreter's. On the emulated Cortex-M4 (qemu -icount shift=6): 1,412,365 emulator "
+        "instructions per inference (median), arena used 8,228 of 10,496 bytes. With CMSIS-NN "
+        "AllocateTensors fails: 'Node FULLY_CONNECTED (number 7) failed to prepare'."
+    ),
+}
+
 # TFLite builtin op -> MicroMutableOpResolver method, where the method name is
 # not the op name in CamelCase (CONV_2D -> AddConv2D follows the rule).
 _METHOD_EXCEPTIONS = {
@@ -100,26 +124,48 @@ def c_array_rows(data: bytes, per_row: int = BYTES_PER_ROW) -> list[str]:
     ]
 
 
+# Input/output tensor types the bundle handles: int8 (int8 models) and int16 (16x8 models:
+# int16 activations, int8 weights) -> the C element type and TfLiteTensor's data member.
+IO_TYPES = {"INT8": ("int8_t", "int8"), "INT16": ("int16_t", "i16")}
+
+
 def _tensor_ctx(t) -> dict:
     elements = 1
     for d in t.shape:
         elements *= max(int(d), 1)
+    ctype, member = IO_TYPES[t.dtype]
     return {
         "name": t.name,
         "shape": [int(d) for d in t.shape],
         "type": t.dtype.lower(),
+        "ctype": ctype,
+        "member": member,
         "elements": elements,
+        "bytes": elements * (2 if t.dtype == "INT16" else 1),
         "scale": repr(float(t.scales[0])) if t.scales.size else "1.0",
         "zero_point": int(t.zero_points[0]) if t.zero_points.size else 0,
     }
 
 
-def tflm_library_path(target: Target, build_type: str = "release_with_logs") -> str:
+def bundle_kernels(target: Target, *, is_16x8: bool = False) -> str:
+    """The OPTIMIZED_KERNEL_DIR a bundle builds TFLM with: the profile's ``[build]
+    optimized_kernels``, except for a 16x8 model: TFLM's reference kernels (""), which run
+    every op of the profile's ops.int16 at 16x8. CMSIS-NN at the verified TFLM commit refuses
+    per-channel 16x8 FULLY_CONNECTED at AllocateTensors (the converter's 16x8 output), so a
+    CMSIS-NN firmware would not run the model at all."""
+    if is_16x8:
+        return ""
+    return target.build.get("optimized_kernels", "").strip()
+
+
+def tflm_library_path(target: Target, build_type: str = "release_with_logs", *,
+                      kernels: str | None = None) -> str:
     """Where TFLM's Makefile puts libtensorflow-microlite.a for this profile, relative to the
     TFLM tree: gen/<target>_<arch>_<build type>[_<optimized kernels>]_<toolchain>/lib/ (its
-    GENDIR rule), the exact path the bundle's Makefile links."""
+    GENDIR rule), the exact path the bundle's Makefile links. ``kernels``: the bundle's
+    OPTIMIZED_KERNEL_DIR (bundle_kernels), the profile's when None."""
     arch = target.build.get("tflm_target_arch", "cortex-m4+fp")
-    kernels = target.build.get("optimized_kernels", "").strip()
+    kernels = bundle_kernels(target) if kernels is None else kernels.strip()
     gendir = f"cortex_m_generic_{arch}_{build_type}" + (f"_{kernels}" if kernels else "") + "_gcc"
     return f"gen/{gendir}/lib/libtensorflow-microlite.a"
 
@@ -139,10 +185,13 @@ def write_tflm(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_na
     if len(info.inputs) < 1 or len(info.outputs) < 1:
         raise TargetError("the model has no input or output tensor", hint="Convert the model again.")
     for t in (info.input_tensors[0], info.output_tensors[0]):
-        if t.dtype != "INT8":
+        if t.dtype not in IO_TYPES:
             raise TargetError(
-                f"the TFLite Micro bundle expects int8 input and output; tensor {t.name!r} is {t.dtype.lower()}",
-                hint="Convert with inference_input_type/inference_output_type int8 (edgeslim does by default).")
+                f"the TFLite Micro bundle expects int8 (or, for a 16x8 model, int16) input and output; "
+                f"tensor {t.name!r} is {t.dtype.lower()}",
+                hint="Convert with integer input and output (edgeslim does by default).")
+    is_16x8 = "INT16" in (info.input_tensors[0].dtype, info.output_tensors[0].dtype)
+    kernels = bundle_kernels(target, is_16x8=is_16x8)
     ident = c_identifier(model_name)
     arena = arena_with_margin(check.arena_measured_bytes, target.arena_margin)
     ctx = {
@@ -165,7 +214,9 @@ def write_tflm(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_na
         "target": target,
         "cflags": target.build.get("cflags", ""),
         "tflm_target_arch": target.build.get("tflm_target_arch", "cortex-m4+fp"),
-        "optimized_kernels": target.build.get("optimized_kernels", ""),
+        "optimized_kernels": kernels,
+        "profile_kernels": target.build.get("optimized_kernels", ""),
+        "is_16x8": is_16x8,
         "flash_needed": len(model_bytes) + target.runtime_flash_bytes,
         "runtime_flash": target.runtime_flash_bytes,
         "flash_budget": target.flash_bytes,
@@ -179,8 +230,9 @@ def write_tflm(bundle_dir: Path, target: Target, *, model_bytes: bytes, model_na
         model_crc32=zlib.crc32(model_bytes),
         board=board,
         icount_shift=ICOUNT_SHIFT,
-        tflm_lib=tflm_library_path(target),
+        tflm_lib=tflm_library_path(target, kernels=kernels),
         verified=VERIFIED,
+        verified16=VERIFIED_16X8,
     )
     out = bundle_dir / "tflm"
     files = [

@@ -26,7 +26,7 @@ def _table(result: dict) -> None:
     if result.get("throughput_per_s"):
         table.add_row("throughput", f"{result['throughput_per_s']:.1f} inferences/s")
     table.add_row(f"bit-exact vs {result['reference']}", f"{agree['bit_exact']} / {agree['compared']}")
-    table.add_row("max abs int8 difference", str(agree["max_abs_diff"]))
+    table.add_row(f"max abs {agree.get('output_type', 'int8')} difference", str(agree["max_abs_diff"]))
     if "top1_agreement" in agree:
         table.add_row("top-1 agreement", f"{agree['top1_agreement']:.2%}")
     if "accuracy_device" in agree:

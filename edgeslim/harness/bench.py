@@ -60,9 +60,14 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
     qin, qout = io_details(model_bytes)
     if runs < 1 or warmup < 0:
         raise DeviceError(f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
-    if qout.dtype not in (np.int8, np.uint8):
-        raise DeviceError(f"bench compares raw int8 outputs; this model's output is {qout.dtype}",
+    if qout.dtype not in (np.int8, np.uint8, np.int16):
+        raise DeviceError(f"bench compares raw int8 (or 16x8 models' int16) outputs; this model's "
+                          f"output is {qout.dtype}",
                           hint="Bench an int8 build (the default).")
+    if qout.dtype == np.int16 and kind != "mcu":
+        raise DeviceError("bench runs 16x8 models (int16 input and output) on the TFLite Micro "
+                          f"harness only; this is a {kind} bundle",
+                          hint="Bench an int8 build of this model on this target.")
     x, labels, source = _inputs(data, qin, n, seed)
     reference_name = "tflite-micro" if kind == "mcu" else "litert"
     want = _reference(kind, model_bytes, x)
@@ -92,7 +97,8 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
                     hint="Deploy this bundle to the device (edgeslim flash), or bench the bundle it runs.")
             for i in range(len(x)):
                 start = time.perf_counter()
-                dut.load(np.ascontiguousarray(x[i]).tobytes())
+                # the device's byte order: int16 elements (16x8 models) little-endian
+                dut.load(np.ascontiguousarray(x[i], dtype=x.dtype.newbyteorder("<")).tobytes())
                 infer_start = time.perf_counter()
                 r = dut.infer(runs, warmup)
                 infer_wall_us = (time.perf_counter() - infer_start) * 1e6
@@ -103,7 +109,7 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
                           "infer_wall_us": infer_wall_us / (runs + warmup)}
                 if is_emulated:
                     record["instructions"] = dut.icount()["per_run"]
-                got = np.frombuffer(raw, dtype=qout.dtype)
+                got = np.frombuffer(raw, dtype=np.dtype(qout.dtype).newbyteorder("<"))
                 if got.size != want[i].size:
                     raise DeviceError(f"the device returned {got.size} output values, the model has {want[i].size}")
                 outputs.append(got.reshape(want[i].shape))
@@ -255,6 +261,7 @@ def _summary(records: list[dict], outputs: list[np.ndarray], want: np.ndarray, l
         "compared": k,
         "bit_exact": int(np.sum(diff.max(axis=1) == 0)),
         "max_abs_diff": int(diff.max()),
+        "output_type": str(want.dtype),  # the unit of max_abs_diff: int8 steps, int16 for 16x8
     }
     flat_got, flat_ref = got.reshape(k, -1), ref.reshape(k, -1)
     if flat_got.shape[1] > 1:

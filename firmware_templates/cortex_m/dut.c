@@ -217,12 +217,18 @@ static void cmd_db(char **tok, int ntok)
 
 static void put_results(void)
 {
+    const uint32_t esize = model->output_element_bytes == 2u ? 2u : 1u;
     put_str("m-results-[");
-    for (uint32_t i = 0; i < model->output_bytes; ++i) {
+    for (uint32_t i = 0; i < model->output_bytes / esize; ++i) {
         if (i) {
             eslm_port_uart_putc(',');
         }
-        int32_t q = (int32_t)model->output[i] - model->output_zero_point;
+        int32_t raw = model->output[i];
+        if (esize == 2u) { /* little-endian int16 */
+            const uint8_t *b = (const uint8_t *)model->output + 2u * i;
+            raw = (int16_t)(uint16_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8));
+        }
+        int32_t q = raw - model->output_zero_point;
         put_fixed3((double)model->output_scale * (double)q);
     }
     put_line("]");

@@ -16,8 +16,8 @@
 typedef struct {
     const char *name;          /* model name (m-model-[...]) */
     const char *sha256;        /* SHA-256 of the .tflite the model was generated from */
-    uint32_t input_bytes;      /* int8 input tensor */
-    uint32_t output_bytes;     /* int8 output tensor */
+    uint32_t input_bytes;      /* input tensor bytes (int8, or int16 little-endian) */
+    uint32_t output_bytes;     /* output tensor bytes */
     uint32_t arena_bytes;      /* the model's RAM for tensors */
     float output_scale;        /* real = scale * (q - zero_point) */
     int32_t output_zero_point;
@@ -29,6 +29,7 @@ typedef struct {
     uint32_t weights_bytes;
     uint32_t weights_crc_expected; /* CRC-32 the build computed over the same bytes */
     uint32_t icount_shift;     /* qemu -icount shift the firmware was built for; 0: none */
+    uint32_t output_element_bytes; /* 2: int16 output elements (16x8 model); 0 or 1: int8 */
 } eslm_dut_model;
 
 /* CRC-32 (IEEE 802.3, reflected, as zlib.crc32) of n bytes. */

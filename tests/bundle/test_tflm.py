@@ -318,7 +318,7 @@ def test_harness_main_compiles_for_the_core_against_a_stub_of_the_tflm_api(bundl
     methods = "\n".join(f"  TfLiteStatus {m}() {{ return kTfLiteOk; }}" for m in sorted(TFLM_ADD_METHODS))
     stub = STUB.format(methods=methods, open_micro="namespace micro {", close_micro="}  // namespace micro")
     stub = stub.replace("struct TfLiteTensor { union { int8_t* int8; } data; };",
-                        "struct TfLiteTensor { union { int8_t* int8; } data; size_t bytes; };")
+                        "struct TfLiteTensor { union { int8_t* int8; void* data; } data; size_t bytes; };")
     assert "size_t bytes;" in stub
     for rel in ("tensorflow/lite/micro/micro_mutable_op_resolver.h",
                 "tensorflow/lite/micro/micro_interpreter.h", "tensorflow/lite/micro/micro_log.h",
