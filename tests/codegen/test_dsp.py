@@ -19,6 +19,7 @@ import pytest
 from edgeslim import codegen
 from edgeslim.modelgraph import activation_name, read as read_graph
 from edgeslim.harness import _testfw, firmware
+from edgeslim.resources import templates_dir
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = {"conv_2d": "es_conv2d_s8_dsp", "depthwise_conv_2d": "es_depthwise_conv2d_s8_dsp",
@@ -321,7 +322,7 @@ def test_mve_requantization_bit_exact_on_m55(tmp_path):
     """es_mve_requantize and es_mve_requantize_n (VQADD, VQSHL, VQRDMULH, the fixed-up VRSHL,
     the clamp) on the emulated M55 against es_mul_by_quantized_multiplier on the same core and
     an exact-integer oracle: 1,024 cases, the int32 limits and exact ties included."""
-    root = Path(codegen.__file__).resolve().parents[2] / "firmware_templates" / "c"
+    root = templates_dir() / "c"  # the installed package's templates, as generate reads them
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / "rq.h").write_text(f"#include <stdint.h>\n#define RQ_CASES {RQ_CASES}\n"
