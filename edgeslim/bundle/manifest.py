@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgeslim import __version__
+from edgeslim.io.outputs import write_text_atomic
 from edgeslim.targets import Target
 
 MANIFEST = "manifest.json"
@@ -61,7 +60,7 @@ def write_manifest(bundle_dir: Path, *, target: Target, model_path: Path, extra:
     model_path = model_path.resolve()
     files = []
     for p in sorted(bundle_dir.rglob("*")):
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".manifest-"):
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(f".{MANIFEST}."):
             files.append({"path": p.relative_to(bundle_dir).as_posix(),
                           "bytes": p.stat().st_size, "sha256": sha256_file(p)})
     manifest: dict[str, Any] = {
@@ -85,16 +84,7 @@ def write_manifest(bundle_dir: Path, *, target: Target, model_path: Path, extra:
         manifest["expected_agreement"] = EXPECTED_AGREEMENT
     if extra:
         manifest["extra"] = extra
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=bundle_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, bundle_dir / MANIFEST)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(bundle_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest
 
 

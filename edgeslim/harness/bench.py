@@ -21,8 +21,6 @@ clocks).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,18 +130,9 @@ def run_bench(bundle_dir, port, *, data=None, n: int = 100, warmup: int = 1, run
 
 def write_bench(bundle_dir: Path, result: dict) -> Path:
     """Write bench.json atomically (a temporary file in the bundle, then renamed)."""
-    path = Path(bundle_dir) / BENCH_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=bundle_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from edgeslim.io.outputs import write_text_atomic
+
+    return write_text_atomic(Path(bundle_dir) / BENCH_FILE, json.dumps(result, indent=2) + "\n")
 
 
 def _read_bundle(bundle_dir: Path) -> tuple[dict, bytes]:

@@ -255,17 +255,9 @@ def render_inspection(data: dict, *, title: str) -> str:
 
 def write_html(report: dict, path: Path) -> Path:
     """Render ``report`` to ``path`` atomically (a temporary file beside it, then renamed)."""
-    import os
+    from edgeslim.io.outputs import write_text_atomic
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(render_html(report), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text_atomic(path, render_html(report))
 
 
 __all__ = ["render_html", "render_inspection", "inspection_memory", "INSPECT_SECTIONS", "write_html", "SECTIONS", "plot_stages", "plot_layers",

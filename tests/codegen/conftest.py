@@ -88,3 +88,36 @@ def chost():
 
     return types.SimpleNamespace(build=build_host, run=run_host, tflm=tflm_run,
                                  inputs=random_inputs, goldens=GOLDENS, cflags=CFLAGS)
+
+
+def build_mux_firmware(results, work: Path, board: str):
+    """One test firmware running every generated library of ``results`` (the first input
+    byte picks the library), so many models cost one build and one QEMU start.
+    Returns (firmware, input bytes per row, output bytes per row)."""
+    from edgeslim.harness import firmware
+
+    lib_dir = work / "mux"
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    in_bytes = 1 + max(r.input_bytes for r in results)
+    out_bytes = max(r.output_bytes for r in results)
+    (lib_dir / "mux.h").write_text(
+        "#include <stdint.h>\n"
+        f"#define MUX_INPUT_BYTES {in_bytes}\n#define MUX_OUTPUT_BYTES {out_bytes}\n"
+        "int mux_invoke(const int8_t *input, int8_t *output);\n")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE)), trim_blocks=True,
+                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    (lib_dir / "mux.c").write_text(
+        env.get_template("mux_library.c.j2").render(models=[r.name for r in results]))
+    fw = firmware.build_test_firmware(
+        [lib_dir / "mux.c", *[r.source for r in results]], lib_dir / "mux.h", work / f"fw-{board}",
+        name="mux", input_bytes=in_bytes, output_bytes=out_bytes,
+        arena_bytes=max(r.arena_size for r in results), board=board,
+        library_flags=sorted({f"-I{r.header.parent}" for r in results}))
+    return fw, in_bytes, out_bytes
+
+
+@pytest.fixture(scope="session")
+def mux_firmware():
+    """:func:`build_mux_firmware`, for tests that run many libraries on one emulated core."""
+    return build_mux_firmware
+

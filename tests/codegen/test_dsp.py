@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
 import numpy as np
 import pytest
 
@@ -133,27 +132,11 @@ def test_family_bit_exact_on_the_host_with_sanitizers(family, kind, op_libraries
     assert saturated > 0
 
 
-def _mux_firmware(libs, work: Path, board: str, kind: str = "dsp"):
+def _mux_firmware(mux_firmware, libs, work: Path, board: str, kind: str = "dsp"):
     """One test firmware running every library of ``libs`` (selected by the first input
-    byte), so a family's 20 models cost one build and one QEMU start."""
-    lib_dir = work / "mux"
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    names = [lib[kind].name for lib in libs]
-    in_bytes = 1 + max(lib[kind].input_bytes for lib in libs)
-    out_bytes = max(lib[kind].output_bytes for lib in libs)
-    (lib_dir / "mux.h").write_text(
-        "#include <stdint.h>\n"
-        f"#define MUX_INPUT_BYTES {in_bytes}\n#define MUX_OUTPUT_BYTES {out_bytes}\n"
-        "int mux_invoke(const int8_t *input, int8_t *output);\n")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE)), trim_blocks=True,
-                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    (lib_dir / "mux.c").write_text(env.get_template("mux_library.c.j2").render(models=names))
-    sources = [lib_dir / "mux.c", *[lib[kind].source for lib in libs]]
-    include_flags = sorted({f"-I{lib[kind].header.parent}" for lib in libs})
-    fw = firmware.build_test_firmware(sources, lib_dir / "mux.h", work / f"fw-{board}", name="mux",
-                                  input_bytes=in_bytes, output_bytes=out_bytes,
-                                  arena_bytes=max(lib[kind].arena_size for lib in libs),
-                                  board=board, library_flags=include_flags)
+    byte), so a family's 20 models cost one build and one QEMU start; with the inputs and
+    the expected outputs of each, in order."""
+    fw, in_bytes, out_bytes = mux_firmware([lib[kind] for lib in libs], work, board)
     batch, expected = [], []
     for i, lib in enumerate(libs):
         n = BOARD_INPUTS[board]
@@ -170,7 +153,7 @@ def _mux_firmware(libs, work: Path, board: str, kind: str = "dsp"):
 
 @pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547"],
                          ids=["m4", "m7", "m33", "m55"])
-def test_ops_bit_exact_on_emulated_cores(board, op_libraries, tmp_path):
+def test_ops_bit_exact_on_emulated_cores(board, op_libraries, tmp_path, mux_firmware):
     """The DSP-family goldens in one firmware per core, built with that core's flags (the
     M4 profile's kernels on the M4, M7 and M33, which have the same DSP extension; the MVE
     kernels on the M55): all 60 on the M4 and M55, the first 5 of each family on the M7 and
@@ -179,7 +162,7 @@ def test_ops_bit_exact_on_emulated_cores(board, op_libraries, tmp_path):
     kind = "mve" if board == "mps3-an547" else "dsp"
     if board in ("mps2-an500", "mps2-an505"):  # test-time budget: 15 on these
         libs = [lib for lib in libs if int(lib["dsp"].name[-2:]) < 5]
-    fw, batch, expected = _mux_firmware(libs, tmp_path, board, kind)
+    fw, batch, expected = _mux_firmware(mux_firmware, libs, tmp_path, board, kind)
     run = _testfw.run_firmware(fw, batch, timeout=120)
     assert run.statuses == [0] * len(batch)
     np.testing.assert_array_equal(run.outputs, expected)
@@ -436,7 +419,7 @@ def _fc_oracle(model: bytes, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_fuzz_extreme_scales_and_inputs(family, chost, tmp_path):
+def test_fuzz_extreme_scales_and_inputs(family, chost, tmp_path, mux_firmware):
     """UBSan/ASan host builds of mutated goldens (reference, DSP and plain-C MVE kernels) on
     extreme inputs: no undefined behaviour, every kernel set gives the same bytes, and for
     FULLY_CONNECTED the bytes of an exact-integer oracle with saturating semantics. The MVE
@@ -479,7 +462,7 @@ def test_fuzz_extreme_scales_and_inputs(family, chost, tmp_path):
     # (a bias at the int32 limits with the input offset folded in keeps the reference kernel)
     assert sum(m.ops[0].function.endswith("_mve") for m in mves) >= 1, [
         m.ops[0].note for m in mves]
-    fw, batch, expected = _mux_firmware(on_m55, tmp_path / "m55", "mps3-an547", "mve")
+    fw, batch, expected = _mux_firmware(mux_firmware, on_m55, tmp_path / "m55", "mps3-an547", "mve")
     run = _testfw.run_firmware(fw, batch, timeout=120)
     assert run.statuses == [0] * len(batch)
     np.testing.assert_array_equal(run.outputs, expected)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
 import numpy as np
 import pytest
 
@@ -119,31 +118,9 @@ def test_bit_exact_on_the_host_with_sanitizers(kind, fused, chost, tmp_path):
         np.testing.assert_array_equal(got, want, err_msg=f"{name} {kind}")
 
 
-def _mux(results, work: Path, board: str = "mps2-an386"):
-    """One test firmware running every library (the first input byte picks it)."""
-    lib_dir = work / "mux"
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    in_bytes = 1 + max(r.input_bytes for r in results)
-    out_bytes = max(r.output_bytes for r in results)
-    (lib_dir / "mux.h").write_text(
-        "#include <stdint.h>\n"
-        f"#define MUX_INPUT_BYTES {in_bytes}\n#define MUX_OUTPUT_BYTES {out_bytes}\n"
-        "int mux_invoke(const int8_t *input, int8_t *output);\n")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE)), trim_blocks=True,
-                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    (lib_dir / "mux.c").write_text(
-        env.get_template("mux_library.c.j2").render(models=[r.name for r in results]))
-    fw = firmware.build_test_firmware(
-        [lib_dir / "mux.c", *[r.source for r in results]], lib_dir / "mux.h", work / "fw",
-        name="mux", input_bytes=in_bytes, output_bytes=out_bytes,
-        arena_bytes=max(r.arena_size for r in results), board=board,
-        library_flags=sorted({f"-I{r.header.parent}" for r in results}))
-    return fw, in_bytes, out_bytes
-
-
 @pytest.mark.parametrize("board, kinds", [("mps2-an386", ("ref", "dsp")), ("mps3-an547", ("mve",))],
                          ids=["m4", "m55"])
-def test_bit_exact_on_the_emulated_core(board, kinds, fused, tmp_path):
+def test_bit_exact_on_the_emulated_core(board, kinds, fused, tmp_path, mux_firmware):
     """Scheduled libraries, reference and DSP kernels on the M4, Helium (MVE) kernels on the
     M55 (the fused bands call the optimized kernels with each band's shapes): one firmware,
     one QEMU run per core."""
@@ -151,7 +128,7 @@ def test_bit_exact_on_the_emulated_core(board, kinds, fused, tmp_path):
     for case in fused.values():
         for kind in kinds:
             results.append((case[kind], case))
-    fw, in_bytes, out_bytes = _mux([r for r, _ in results], tmp_path, board)
+    fw, in_bytes, out_bytes = mux_firmware([r for r, _ in results], tmp_path, board)
     for i, (r, case) in enumerate(results):
         for x, want in zip(case["x"][:M4_INPUTS], case["tflm"][:M4_INPUTS]):
             row = np.zeros(in_bytes, np.int8)
