@@ -64,3 +64,4 @@ if not os.environ.get("EDGESLIM_DEBUG"):
     tf.get_logger().setLevel("ERROR")
 
 __all__ = ["tf", "keras", "legacy_keras_active", "cap_threads"]
+

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeslim._determinism import restores_op_determinism
 from edgeslim import recipe as recipe_mod
 from edgeslim.errors import EdgeslimError
 
@@ -212,6 +213,7 @@ def _tflite_figures(data: bytes, layer_names=None) -> dict:
             "nonzero_weights": nonzero}
 
 
+@restores_op_determinism
 def build(
     model,
     data,

@@ -138,6 +138,28 @@ def _tf_keras_model(keras_model):
     )
 
 
+def _private_copy(model):
+    """A copy of the tf_keras ``model`` with its weights (TFMOT's quantize wrappers known), or
+    ``model`` itself when Keras cannot clone it."""
+    import contextlib
+
+    from edgeslim._tf import keras
+
+    try:
+        import tensorflow_model_optimization as tfmot
+
+        scope = tfmot.quantization.keras.quantize_scope()
+    except ImportError:  # pragma: no cover - a main dependency
+        scope = contextlib.nullcontext()
+    try:
+        with scope:
+            copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - custom layers without get_config: measure without cuts
+        return model
+    return copy
+
+
 def _float_counterparts(info, tensor_names: dict[int, str], layers_in_order: list[str],
                         input_tensor: int, output_tensors: list[int], output_layers: list[str]):
     """op index -> the Keras layer whose output is that op's output tensor, or a skip reason.
@@ -194,6 +216,14 @@ def analyse(int8_model_bytes: bytes, keras_model, x: np.ndarray, *,
     from edgeslim.tflite_inspect import inspect_tflite
 
     model = _tf_keras_model(keras_model)
+    cut_ok = True
+    if model is keras_model:
+        # Cutting a functional model at intermediate tensors (the per-layer models below)
+        # rewires those tensors' Keras history: work on a copy, so the caller's model stays
+        # as it was (the channel stage, for one, walks that history). A model Keras cannot
+        # clone is measured without the cuts (added error from the SNR drop instead).
+        model = _private_copy(model)
+        cut_ok = model is not keras_model
     x = _check_inputs(model, x, max_samples)
     layer_names = [layer.name for layer in model.layers]
     info = inspect_tflite(int8_model_bytes, layer_names)
@@ -236,7 +266,7 @@ def analyse(int8_model_bytes: bytes, keras_model, x: np.ndarray, *,
         if found[op_index] == "@input":
             continue
         ins = _group_inputs([ops[i] for i in parts[op_index]], const)
-        if not ins or any(i not in keras_of for i in ins):
+        if not cut_ok or not ins or any(i not in keras_of for i in ins):
             continue
         try:
             local[op_index] = (ins, keras.Model([keras_of[i] for i in ins], keras_of[ops[op_index].outputs[0]]))

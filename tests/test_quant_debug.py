@@ -46,7 +46,16 @@ def test_a_healthy_model_is_above_the_threshold_everywhere(digits_tfk_model, dig
     with np.load(digits_npz) as d:
         x = d["x_test"]
     tflite = digits_int8_bytes
+
+    def history(model):  # which layer produced each layer's output, and each layer's call count
+        return [(layer.name, len(layer._inbound_nodes), layer.output._keras_history.layer.name)
+                for layer in model.layers]
+
+    before = history(digits_tfk_model)
     result = analyse(tflite, digits_tfk_model, x, max_samples=200)
+    # the caller's model is untouched: the per-layer cuts are made on a copy (cutting the
+    # model itself rewired its tensors' history, and the channel stage then saw another graph)
+    assert history(digits_tfk_model) == before
     assert result.samples == 200
     names = [e.layer for e in result.errors]
     keras_names = [layer.name for layer in digits_tfk_model.layers]

@@ -73,6 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeslim._determinism import restores_op_determinism
 from edgeslim.compress import _depthwise as dw  # first: imports TensorFlow with Keras 2
 from edgeslim._tf import keras, tf
 from edgeslim.compress.context import StageContext, StageOutcome, count_params
@@ -896,6 +897,7 @@ def distill_stage(model, config: DistillConfig, *, ctx: StageContext, teachers=N
     return outcome
 
 
+@restores_op_determinism
 def distill_model(
     teacher,
     data,

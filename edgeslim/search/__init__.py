@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from edgeslim._determinism import restores_op_determinism
 from edgeslim import recipe as recipe_mod
 from edgeslim.errors import EdgeslimError
 from edgeslim.search.figures import Budgets, parse_count
@@ -73,6 +74,7 @@ class _Settings:
     max_trials: int = 16
 
 
+@restores_op_determinism
 def search(
     model,
     data,

@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from edgeslim._determinism import restores_op_determinism
 from edgeslim.errors import EdgeslimError
 
 INSTALL_HINT = "Install the search extra: pip install edgeslim[search] (Ray Tune)."
@@ -103,6 +104,7 @@ def _trainable(config, *, shared, recipes, float_val, max_drop, threads):
     tune.report(out)
 
 
+@restores_op_determinism
 def train_candidate(payload: dict, table: dict, *, float_val: float, max_drop) -> dict:
     """Run a candidate's recipe (a TOML-shaped table) on the payload's model and data,
     exactly as ``edgeslim build --recipe`` would, and score its int8 model."""
