@@ -188,26 +188,31 @@ def to_int8_tflite(
     the converter may only use int8 builtin kernels, and any op left in float
     afterwards is an error naming the op.
     """
+    return _integer_conversion(model, calib, tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                               tf.int8 if int8_io else None, allow_float_fallback, "int8",
+                               "a fully-integer TFLite model")
+
+
+def _integer_conversion(model, calib: np.ndarray, ops_set, io_type, allow_float_fallback: bool,
+                        what: str, product: str) -> bytes:
+    """Post-training quantization with ``ops_set`` (plus float builtins when
+    ``allow_float_fallback``), ``io_type`` input/output tensors (None: float), and, without
+    the fallback, any op left in float an error naming it."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = _representative(calib)
-    if allow_float_fallback:
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-        ]
-    else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if int8_io:
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    data = _convert(converter, "a fully-integer TFLite model")
+    converter.target_spec.supported_ops = (
+        [ops_set, tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_fallback else [ops_set])
+    if io_type is not None:
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+    data = _convert(converter, product)
     if not allow_float_fallback:
         from edgeslim.tflite_inspect import inspect_tflite
 
         info = inspect_tflite(data)
         if info.float_ops:
-            raise _float_op_error(info, "int8")
+            raise _float_op_error(info, what)
     return data
 
 
@@ -228,24 +233,9 @@ def to_int16x8_tflite(model, calib: np.ndarray, *, integer_io: bool = True,
     at the edges). Ops the converter cannot quantize at 16x8 are a ConversionError
     naming them, unless ``allow_float_fallback`` (they then stay float).
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _representative(calib)
-    ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    if allow_float_fallback:
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.target_spec.supported_ops = ops
-    if integer_io:
-        converter.inference_input_type = tf.int16
-        converter.inference_output_type = tf.int16
-    data = _convert(converter, "a 16x8 TFLite model")
-    if not allow_float_fallback:
-        from edgeslim.tflite_inspect import inspect_tflite
-
-        info = inspect_tflite(data)
-        if info.float_ops:
-            raise _float_op_error(info, "16x8")
-    return data
+    return _integer_conversion(
+        model, calib, tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+        tf.int16 if integer_io else None, allow_float_fallback, "16x8", "a 16x8 TFLite model")
 
 
 def op_layers(model_bytes: bytes) -> list[tuple[object, str | None]]:
