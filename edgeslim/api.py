@@ -86,6 +86,8 @@ def build(
     trust_model: bool = False,
     backend: str = "tflm",
     pack_weights: bool = False,
+    kernels: str = "optimized",
+    memory_plan: str = "smallest",
     teacher=None,
     labels: list[str] | None = None,
     name: str | None = None,
@@ -131,7 +133,8 @@ def build(
             if isinstance(data, dict):
                 data = _dict_to_dataset_path(data, Path(tmp))
             return build_prebuilt(model, data, target=target, out=out, ram=ram, flash=flash, backend=backend,
-                                  pack_weights=pack_weights, labels=labels, name=name, progress=progress,
+                                  pack_weights=pack_weights, kernels=kernels, memory_plan=memory_plan,
+                                  labels=labels, name=name, progress=progress,
                                   test_data=test_data)
 
     in_process = _tf_keras_usable_here() and not any(_is_keras3_model(m) for m in [model, *teachers])
@@ -147,11 +150,12 @@ def build(
                 model, data, target=target, recipe=recipe, flags=table, drop_stages=drop,
                 add_stages=add, teacher=list(teachers) or None, out=out, ram=ram, flash=flash,
                 trust_model=trust_model, backend=backend, pack_weights=pack_weights,
-                labels=labels, name=name, progress=progress, test_data=test_data,
+                kernels=kernels, memory_plan=memory_plan, labels=labels, name=name, progress=progress, test_data=test_data,
             )
     return _build_in_child(
         model, data, target=target, recipe=recipe, out=out, drop=drop, ram=ram, flash=flash,
         trust_model=trust_model, backend=backend, pack_weights=pack_weights, teachers=teachers,
+        kernels=kernels, memory_plan=memory_plan,
         labels=labels, name=name, verbose=verbose, flags=flags, test_data=test_data,
     )
 
@@ -176,7 +180,8 @@ def _save_for_child(model, folder: Path, name: str) -> Path:
 
 
 def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust_model, backend,
-                    pack_weights, teachers, labels, name, verbose, flags, test_data=None) -> BuildResult:
+                    pack_weights, teachers, labels, name, verbose, flags, test_data=None,
+                    kernels: str = "optimized", memory_plan: str = "smallest") -> BuildResult:
     from edgeslim import recipe as recipe_mod
     from edgeslim.io.dataset import Dataset
 
@@ -218,6 +223,10 @@ def _build_in_child(model, data, *, target, recipe, out, drop, ram, flash, trust
             cmd.append("--trust-model")
         if pack_weights:
             cmd.append("--pack-weights")
+        if kernels != "optimized":
+            cmd += ["--kernels", kernels]
+        if memory_plan != "smallest":
+            cmd += ["--memory-plan", memory_plan]
         for i, t in enumerate(teachers):
             cmd += ["--teacher", str(_save_for_child(t, tmp, f"teacher{i}"))]
         if labels:

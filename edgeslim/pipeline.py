@@ -235,6 +235,8 @@ def build(
     progress: Progress | None = None,
     test_data=None,
     front_end: dict | None = None,
+    kernels: str = "optimized",
+    memory_plan: str = "smallest",
 ) -> BuildResult:
     """Compress ``model``, convert it to int8, check it against ``target``, write the bundle.
 
@@ -246,6 +248,8 @@ def build(
     ``test_data``: a separate .npz or image folder scored as the test split.
     ``front_end``: for the web target, how its page turns a sound or a picture into the
     model's input (``{"audio": "mlperf-tiny-kws"}``; edgeslim.bundle.web).
+    ``kernels`` (``optimized``, ``reference``) and ``memory_plan`` (``smallest``,
+    ``layer-by-layer``): the C library's variant (``--backend c``; codegen.generate).
 
     The output is checked first: OUT must be a writable folder (or creatable), and
     OUT/<target> absent or a bundle edgeslim wrote; otherwise OutputError before any work.
@@ -265,7 +269,7 @@ def build(
 
     # -- settings ------------------------------------------------------------
     tgt = targets.load_target(target, ram=ram, flash=flash)
-    check_backend(tgt, backend, target)
+    check_backend(tgt, backend, target, kernels=kernels, memory_plan=memory_plan)
     check_front_end(tgt, front_end)
     if tgt.kind == "web":  # the runtime files the bundle copies: refuse now, not after training
         from edgeslim.bundle.web import check_runtime
@@ -506,7 +510,8 @@ def build(
     final_dir = write_bundle(
         out, target, tgt, model_bytes=model_bytes, fp16_bytes=fp16_bytes, model_name=model_name,
         labels=labels or (list(ds.class_names) if ds.class_names else None), check=check,
-        backend=backend, pack_weights=pack_weights, report=report, recipe_toml=shipped_rcp.to_toml(),
+        backend=backend, pack_weights=pack_weights, kernels=kernels, memory_plan=memory_plan,
+        report=report, recipe_toml=shipped_rcp.to_toml(),
         progress=progress, manifest_extra={"model_name": model_name, "backend": backend},
         reference=(ds.x_test, ds.y_test), front_end=front_end,
     )
@@ -750,8 +755,10 @@ def _qat_or_ptq(ctx, *, qat_bytes: bytes, ptq_bytes: bytes) -> dict:
     return choice
 
 
-def check_backend(tgt, backend: str, target: str) -> None:
-    """``--backend`` is tflm or c, and c only for a microcontroller target."""
+def check_backend(tgt, backend: str, target: str, *, kernels: str = "optimized",
+                  memory_plan: str = "smallest") -> None:
+    """``--backend`` is tflm or c, and c only for a microcontroller target; ``--kernels`` and
+    ``--memory-plan`` choose a variant of the C library, so need ``--backend c``."""
     if backend not in ("tflm", "c"):
         raise EdgeslimError(f"unknown backend {backend!r}", "Use --backend tflm (default) or --backend c.")
     if backend == "c" and tgt.kind != "mcu":
@@ -759,6 +766,16 @@ def check_backend(tgt, backend: str, target: str) -> None:
             f"--backend c is for microcontroller targets; {target} is a {tgt.kind} target",
             "Use a cortex-m* target, or drop --backend.",
         )
+    from edgeslim.codegen import check_library_options
+
+    check_library_options(kernels, memory_plan)
+    given = [f"--{k.replace('_', '-')} {v}" for k, v, default in
+             (("kernels", kernels, "optimized"), ("memory_plan", memory_plan, "smallest"))
+             if v != default]
+    if given and backend != "c":
+        raise EdgeslimError(f"{' and '.join(given)} choose(s) a variant of the C library, which "
+                            f"--backend {backend} does not write",
+                            "Add --backend c, or drop " + " and ".join(g.split()[0] for g in given) + ".")
 
 
 def check_output_location(out, target: str) -> Path:
@@ -788,6 +805,7 @@ def check_front_end(tgt, front_end: dict | None) -> None:
 
 def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes | None, model_name: str,
                  labels, check, backend: str, pack_weights: bool, report: dict, recipe_toml: str | None,
+                 kernels: str = "optimized", memory_plan: str = "smallest",
                  progress: Progress, manifest_extra: dict, timings: dict | None = None,
                  t_start: float | None = None, reference=None, front_end: dict | None = None) -> Path:
     """Write the bundle into a temporary folder beside ``out/<target>`` and move it there once
@@ -820,8 +838,10 @@ def write_bundle(out, target: str, tgt, *, model_bytes: bytes, fp16_bytes: bytes
 
             progress.stage("codegen", "generating the interpreter-free C library")
             t = time.monotonic()
+            # the profile's cpu.features choose the kernels (DSP where it has them) unless
+            # kernels="reference"
             cg = generate(model_bytes, tmp / "c", name=c_identifier(model_name), pack_weights=pack_weights,
-                          target=tgt)  # the profile's cpu.features choose the kernels (DSP where it has them)
+                          target=tgt, kernels=kernels, layer_by_layer=memory_plan == "layer-by-layer")
             report["codegen"] = {
                 **cg.report(),
                 # the same model under TFLite Micro, for comparison (64-bit host measurement)

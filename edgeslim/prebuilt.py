@@ -166,6 +166,8 @@ def build_prebuilt(
     test_data=None,
     seed: int = 0,
     front_end: dict | None = None,
+    kernels: str = "optimized",
+    memory_plan: str = "smallest",
 ):
     """Check an int8 ``.tflite`` against ``target`` and write the same bundle as a Keras build;
     with ``data``, score it (LiteRT, and TFLite Micro for a microcontroller). Every check runs
@@ -183,7 +185,7 @@ def build_prebuilt(
 
     out = check_output_location(out, target)  # before any work: a bad -o fails at once
     tgt = targets.load_target(target, ram=ram, flash=flash)
-    check_backend(tgt, backend, target)
+    check_backend(tgt, backend, target, kernels=kernels, memory_plan=memory_plan)
     check_front_end(tgt, front_end)
 
     t = time.monotonic()
@@ -284,7 +286,8 @@ def build_prebuilt(
     final_dir = write_bundle(
         out, target, tgt, model_bytes=pre.model_bytes, fp16_bytes=None, model_name=model_name,
         labels=labels or (list(ds.class_names) if ds is not None and ds.class_names else None),
-        check=check, backend=backend, pack_weights=pack_weights, report=report, recipe_toml=None,
+        check=check, backend=backend, pack_weights=pack_weights, kernels=kernels,
+        memory_plan=memory_plan, report=report, recipe_toml=None,
         progress=progress, timings=timings, t_start=t_start, front_end=front_end,
         reference=(x_eval, y_eval) if ds is not None else None,
         manifest_extra={"model_name": model_name, "backend": backend,

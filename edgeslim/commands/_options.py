@@ -133,6 +133,20 @@ def print_prebuilt_summary(result) -> None:
     console.print(f"bundle: {result.bundle_dir}")
 
 
+def library_options(fn):
+    """--kernels and --memory-plan: the C library's variant (--backend c)."""
+    fn = click.option(
+        "--memory-plan", type=click.Choice(["smallest", "layer-by-layer"]),
+        help="With --backend c: smallest = fuse and run layers in place where that shrinks the arena "
+             "(default); layer-by-layer = each layer whole (more RAM, less code: 1.9 KB less flash on "
+             "the KWS DS-CNN for the M4). A budget search tries both (search.memory_plans).")(fn)
+    return click.option(
+        "--kernels", type=click.Choice(["optimized", "reference"]),
+        help="With --backend c: optimized = the core's SIMD kernels (DSP, Helium) where it has them "
+             "(default); reference = the scalar kernels on any core (less flash, several times the "
+             "instructions). A budget search tries both (search.kernels) unless this is given.")(fn)
+
+
 _SEARCH_FLAGS = [
     click.option("--max-flash", help="Budget search: the most flash the model may take, e.g. 24k "
                  "(k = 1024; --backend c: the C library's text+rodata+data; TFLite Micro: .tflite + "
@@ -172,8 +186,10 @@ def search_options(fn):
 
 def run_search(model, data, *, target, recipe, flags: dict, search: dict, backend: str,
                out, trust_model, test_data, labels, name, pareto_set: bool,
-               ignored: list[dict] | None = None):
-    """Call edgeslim.search with the parsed flags; print what it chose."""
+               ignored: list[dict] | None = None, kernels: str | None = None,
+               memory_plan: str | None = None):
+    """Call edgeslim.search with the parsed flags; print what it chose. ``kernels`` and
+    ``memory_plan`` (given): the only C library variant the search may ship."""
     import sys
 
     from rich.console import Console
@@ -184,6 +200,17 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
     budgets = Budgets.parse(max_flash=search["max_flash"], max_ram=search["max_ram"],
                             max_macs=search["max_macs"])
     space = SearchSpace.load(search["search_space"]) if search["search_space"] else None
+    if kernels or memory_plan:
+        import dataclasses
+
+        from edgeslim.pipeline import check_backend
+        from edgeslim.targets import load_target
+
+        check_backend(load_target(target), backend, target, kernels=kernels or "optimized",
+                      memory_plan=memory_plan or "smallest")
+        space = space or SearchSpace()
+        space = dataclasses.replace(space, **({"kernels": (kernels,)} if kernels else {}),
+                                    **({"memory_plans": (memory_plan,)} if memory_plan else {}))
     max_drop = flags.get("max_drop")
     # The stages are the search's to choose: the flags that drop one are not used (and said so).
     ignored = list(ignored or []) + [

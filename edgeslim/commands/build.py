@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgeslim.commands._options import (SEARCH_KEYS, print_prebuilt_summary, print_summary, recipe_options,
-                                        run_search, search_options)
+from edgeslim.commands._options import (SEARCH_KEYS, library_options, print_prebuilt_summary, print_summary,
+                                        recipe_options, run_search, search_options)
 
 
 @click.command("build")
@@ -31,6 +31,7 @@ from edgeslim.commands._options import (SEARCH_KEYS, print_prebuilt_summary, pri
               help="Microcontroller code: TFLite Micro bundle, or also edgeslim's interpreter-free C.")
 @click.option("--pack-weights", is_flag=True,
               help="With --backend c: store clustered weights as 4-bit indices (less flash, more instructions).")
+@library_options
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file with one class name per line, shipped in the bundle.")
 @click.option("--name", help="Model name used in file and C identifiers (default: the file's stem).")
@@ -51,8 +52,8 @@ from edgeslim.commands._options import (SEARCH_KEYS, print_prebuilt_summary, pri
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects (runs code from the file).")
 @search_options
-def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, labels, name, teachers,
-            trust_model, audio_front_end, **flags):
+def command(model, data, test_data, target, out, recipe, ram, flash, backend, pack_weights, kernels, memory_plan,
+            labels, name, teachers, trust_model, audio_front_end, **flags):
     """Compress MODEL, convert it to a fully-integer TFLite model, check it against the
     target and write a deployable bundle.
 
@@ -81,7 +82,8 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
                 f"to it ({', '.join('--' + g.replace('_', '-') for g in given)}). Give the Keras model "
                 "or SavedModel to compress it, or drop those options.")
         result = build_prebuilt(model, data, target=target, out=out, ram=ram, flash=flash, backend=backend,
-                                pack_weights=pack_weights, labels=label_list, name=name,
+                                pack_weights=pack_weights, kernels=kernels or "optimized",
+                                memory_plan=memory_plan or "smallest", labels=label_list, name=name,
                                 progress=Progress(echo=click.echo), test_data=test_data,
                                 front_end={"audio": audio_front_end} if audio_front_end else None)
         print_prebuilt_summary(result)
@@ -106,14 +108,17 @@ def command(model, data, test_data, target, out, recipe, ram, flash, backend, pa
                     "why": why[k]} for k, v in given.items() if v]
         run_search(model, data, target=target, recipe=recipe, flags=flags, search=search,
                    backend=backend, out=out, trust_model=trust_model, test_data=test_data,
-                   labels=label_list, name=name, pareto_set=False, ignored=ignored)
+                   labels=label_list, name=name, pareto_set=False, ignored=ignored, kernels=kernels,
+                   memory_plan=memory_plan)
         return
     drop, add = recipe_mod.stage_flags(flags, teachers=teachers)
     result = build(
         model, data, target=target, recipe=recipe, flags=recipe_mod.flags_to_table(**flags),
         drop_stages=drop, add_stages=add, teacher=list(teachers) or None, out=out, ram=ram,
         flash=flash, trust_model=trust_model,
-        backend=backend, pack_weights=pack_weights, labels=label_list, name=name, progress=Progress(echo=click.echo), test_data=test_data,
+        backend=backend, pack_weights=pack_weights, kernels=kernels or "optimized",
+        memory_plan=memory_plan or "smallest", labels=label_list, name=name, progress=Progress(echo=click.echo),
+        test_data=test_data,
         front_end={"audio": audio_front_end} if audio_front_end else None,
     )
     print_summary(result)

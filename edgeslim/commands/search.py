@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeslim.commands._options import SEARCH_KEYS, recipe_options, run_search, search_options
+from edgeslim.commands._options import SEARCH_KEYS, library_options, recipe_options, run_search, search_options
 
 
 @click.command("search")
@@ -25,14 +25,15 @@ from edgeslim.commands._options import SEARCH_KEYS, recipe_options, run_search, 
 @recipe_options
 @click.option("--backend", type=click.Choice(["tflm", "c"]), default="tflm", show_default=True,
               help="Microcontroller code whose figures the budgets are measured on.")
+@library_options
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file with one class name per line, shipped in the bundle.")
 @click.option("--name", help="Model name used in file and C identifiers.")
 @click.option("--trust-model", is_flag=True,
               help="Allow loading models with Lambda layers or custom objects.")
 @search_options
-def command(model, data, test_data, target, out, recipe, backend, labels, name, trust_model,
-            **flags):
+def command(model, data, test_data, target, out, recipe, backend, kernels, memory_plan, labels, name,
+            trust_model, **flags):
     """Search compression settings under --max-flash/--max-ram/--max-macs and --max-drop;
     write every Pareto-optimal candidate's recipe and the best one's bundle."""
     search = {k: flags.pop(k) for k in SEARCH_KEYS}
@@ -41,4 +42,4 @@ def command(model, data, test_data, target, out, recipe, backend, labels, name, 
     label_list = read_labels(labels) if labels else None
     run_search(model, data, target=target, recipe=recipe, flags=flags, search=search,
                backend=backend, out=out, trust_model=trust_model, test_data=test_data,
-               labels=label_list, name=name, pareto_set=True)
+               labels=label_list, name=name, pareto_set=True, kernels=kernels, memory_plan=memory_plan)

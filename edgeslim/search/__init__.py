@@ -172,22 +172,34 @@ def search(
     cands = enumerate_candidates(space, backend=backend)
     trials = {c.index: Trial(c) for c in cands}
     t = time.monotonic()
+    measure_kw = dict(budgets=budgets, variants=space.library_variants if backend == "c" else ())
+    # Shipping one bundle, a structure whose every candidate compresses harder than one
+    # already within the budgets is not measured (nor trained): it cannot lose less. A
+    # Pareto set (edgeslim search) needs every figure.
+    fitting: list | None = None if write_pareto_set else []
+    skipped: dict = {}
     structures = _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
-                                     model_name)
+                                     model_name, fitting=fitting, skipped=skipped, **measure_kw)
     # Per-group widths: ranked by figures counted without a model, measured for real one at
     # a time like the rest (shapes.py).
     measured = {c.ratio: structures[c.structure] for c in cands
-                if not c.pack_weights and c.allocation == "uniform"}
+                if not c.pack_weights and c.allocation == "uniform" and c.structure in structures}
     shapes_info = _group_widths(kmodel, base, space, budgets, measured, structures, trials,
                                 backend=backend, measure=lambda extra: _measure_structures(
                                     extra, kmodel, ds, base, ctx, tgt, backend, seed, echo,
-                                    model_name), echo=echo)
+                                    model_name, fitting=fitting, skipped=skipped, **measure_kw),
+                                echo=echo)
     cands = sorted((tr.cand for tr in trials.values()), key=lambda c: c.index)
     for tr in trials.values():
-        tr.figures = structures[tr.cand.structure]
+        if tr.cand.structure in skipped:
+            tr.status, tr.why = "outcompeted", skipped[tr.cand.structure]
+        else:
+            tr.figures = structures[tr.cand.structure]
     cheap_s = time.monotonic() - t
     feasible = []
     for tr in trials.values():
+        if tr.status == "outcompeted":
+            continue
         over = budgets.over(tr.figures)
         if over:
             tr.status = "pruned"
@@ -198,6 +210,8 @@ def search(
     if not feasible:
         raise _no_fit_error(list(trials.values()), budgets, drop_budget, trained=False)
     _prune_dominated(feasible)
+    if not write_pareto_set:
+        _prune_outcompeted(feasible)
     to_train = [tr for tr in feasible if tr.status == "pending"]
     # Every structure once before any structure's variants (distill, calibration, ...), then
     # largest feasible models first (the most capacity left), then the candidate's index.
@@ -216,9 +230,10 @@ def search(
         tr.status, tr.why = "not tried", (f"beyond --max-trials {max_trials} (each structure's first "
                                           "variant first, then smaller models last)")
     keep_ids = sorted(tr.cand.index for tr in keep)
-    echo(f"[search] {len(cands)} candidates: {sum(t.status == 'pruned' for t in trials.values())} "
-         f"over a budget, {sum(t.status == 'dominated' for t in trials.values())} dominated, "
-         f"{len(keep_ids)} to train ({cheap_s:.1f}s measuring before training)")
+    n = {s: sum(t.status == s for t in trials.values()) for s in ("pruned", "dominated", "outcompeted")}
+    echo(f"[search] {len(cands)} candidates: {n['pruned']} over a budget, {n['dominated']} "
+         f"dominated, {n['outcompeted']} compressed harder than one that fits, {len(keep_ids)} "
+         f"to train ({cheap_s:.1f}s measuring before training)")
 
     # -- successive halving on Ray Tune ---------------------------------------------------
     progress = SearchProgress(echo=echo, live=live, unit=drop_budget.unit,
@@ -296,7 +311,7 @@ def search(
         winner = w_result = None
         for tr, r in sorted(meeting, key=lambda p: (*_rank_key(p[0], p[1]), p[1]["epochs"])):
             r["figures_trained"] = _trained_figures(blobs.get((tr.cand.index, r["rung"])), tr,
-                                                    tgt, backend, model_name)
+                                                    tgt, backend, model_name, **measure_kw)
             over = budgets.over(r["figures_trained"])
             if over:
                 r["over_after_training"] = over
@@ -316,8 +331,11 @@ def search(
         w_epochs = w_result["epochs"] or min_epochs
         w_recipe = candidate_recipe(base, winner.cand, epochs=w_epochs, seed=seed,
                                     max_drop=drop_budget.max_drop)
+        library = _library(w_result["figures_trained"], backend)
         echo(f"[search] winner {winner.cand.name} at {w_result['epochs']} epoch(s): validation "
-             f"drop {w_result['val_drop']:.2f} {drop_budget.unit}; building its bundle")
+             f"drop {w_result['val_drop']:.2f} {drop_budget.unit}"
+             + (f"; C library: {library['kernels']} kernels, {library['memory_plan']} memory plan"
+                if library else "") + "; building its bundle")
 
         summary = _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, settings,
                            float_val, ds, ray_info, resources, lost, winner, w_result, w_recipe,
@@ -340,7 +358,7 @@ def search(
             res = trials_mod.build_on_driver_node(
                 ray, shared, resources, model_name=model_name, recipe=w_recipe.to_dict(),
                 target=target, out=staging, backend=backend, pack_weights=winner.cand.pack_weights,
-                labels=labels)
+                labels=labels, **library)
             summary["verified"] = _verify(res, tgt, backend, budgets, drop_budget, w_result)
             summary["wall_s"] = time.monotonic() - t_start
             bundle = res.bundle_dir
@@ -460,14 +478,17 @@ def _group_widths(kmodel, base, space, budgets, measured, structures, trials, *,
         row = info["chosen"][0]
         tried.append(tuple(row["ratios"]))
         extra = group_candidates(found, space, backend=backend, start=max(trials) + 1)
-        structures.update(measure(extra[:1]))
+        structures.update(measure(extra))
         trials.update({c.index: Trial(c) for c in extra})
+        if extra[0].structure not in structures:  # compressed harder than one that fits
+            rows.append({**row, "flash": None, "ram": None, "fits": None, "skipped": True})
+            continue
         figs = structures[extra[0].structure]
         over = budgets.over(figs)
         rows.append({**row, "flash": figs.get("flash"), "ram": figs.get("ram"), "fits": not over})
         fitting += not over
         if figs.get("flash") is not None and row.get("flash_line") is not None:
-            correction = max(correction, float(figs["flash"] - row["flash_line"]))
+            correction = max(correction, float(figs.get("flash_min", figs["flash"]) - row["flash_line"]))
     info.pop("chosen", None)
     return {**info, "correction_bytes": correction, "chosen": rows}
 
@@ -490,9 +511,15 @@ def _load(model, data, base, *, seed, trust_model, test_data, name):
 
 
 def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
-                        model_name: str) -> dict:
+                        model_name: str, *, budgets: Budgets, variants, fitting: list | None = None,
+                        skipped: dict | None = None) -> dict:
     """Figures per distinct structure, on the slimmed (and, for packed weights, clustered)
-    model with no fine-tuning: its channel counts and values per channel are final."""
+    model with no fine-tuning: its channel counts and values per channel are final.
+
+    ``fitting`` (shipping one bundle): the candidates found within the budgets so far,
+    extended here. The structures are then measured gentlest first, and one whose every
+    candidate compresses harder than one of ``fitting`` is not measured: it goes in
+    ``skipped`` (structure -> why)."""
     from edgeslim import convert
     from edgeslim.bundle.render import c_identifier
     from edgeslim.pipeline import Progress, _run_stages
@@ -500,9 +527,18 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
     from edgeslim.search.trials import calibration
 
     out: dict = {}
+    if fitting is not None:
+        cands = sorted(cands, key=lambda c: (c.gentleness, c.index))
     for c in cands:
-        if c.structure in out:
+        if c.structure in out or (skipped is not None and c.structure in skipped):
             continue
+        same = [d for d in cands if d.structure == c.structure]
+        if fitting is not None:
+            witness = [next((a for a in fitting if _outcompetes(a, d)), None) for d in same]
+            if all(witness):
+                skipped[c.structure] = (f"not measured: {witness[0].name} fits the budgets and "
+                                        "compresses no harder in any setting")
+                continue
         _, alloc, packed, pack = c.structure
         probe = dataclasses.replace(c, index=-1, allocation="uniform" if alloc == "groups" else alloc,
                                     sparsity=0.0, clusters=packed, distill=False,
@@ -514,16 +550,35 @@ def _measure_structures(cands, kmodel, ds, base, ctx, tgt, backend, seed, echo,
         tfl = convert.to_int8_tflite(run.current, calib, int8_io=rcp.build.int8_io,
                                      allow_float_fallback=rcp.build.allow_float_fallback)
         out[c.structure] = figures.measure(tfl, run.current, target=tgt, backend=backend,
-                                           pack_weights=pack, c_name=c_identifier(model_name))
+                                           pack_weights=pack, c_name=c_identifier(model_name),
+                                           budgets=budgets, variants=variants)
         f = out[c.structure]
+        if fitting is not None and not budgets.over(f):
+            fitting.extend(same)
         width = "/".join(f"{r:g}" for _, r in c.groups) if c.groups else f"{c.ratio:g}"
+        lib = _library(f, backend)
         echo(f"[search] structure channels {width}{' packed ' + str(packed) if pack else ''}: "
-             f"MACs {f['macs']:,}, flash {_fmt(f['flash'])}, RAM {_fmt(f['ram'])}")
+             f"MACs {f['macs']:,}, flash {_fmt(f['flash'])}, RAM {_fmt(f['ram'])}"
+             + (f" ({lib['kernels']} kernels, {lib['memory_plan']} plan)" if lib else ""))
     return out
 
 
-def _trained_figures(blob: str | None, tr: Trial, tgt, backend: str, model_name: str) -> dict:
-    """Flash, RAM and MACs of a trial's own int8 model (the structure's where it has none)."""
+def _library(figs: dict, backend: str) -> dict:
+    """The C library variant the figures are those of, as build() keywords ({} for TFLM)."""
+    if backend != "c" or not figs.get("kernels"):
+        return {}
+    return {"kernels": figs["kernels"], "memory_plan": figs["memory_plan"]}
+
+
+def _outcompetes(a, b) -> bool:
+    """``a`` costs no more accuracy than ``b`` in every knob, and less in one."""
+    return a.costs_no_more_accuracy_than(b) and not b.costs_no_more_accuracy_than(a)
+
+
+def _trained_figures(blob: str | None, tr: Trial, tgt, backend: str, model_name: str, *,
+                     budgets: Budgets, variants) -> dict:
+    """Flash, RAM and MACs of a trial's own int8 model (the structure's where it has none),
+    with the first C library variant that fits."""
     import base64
 
     from edgeslim.bundle.render import c_identifier
@@ -532,7 +587,8 @@ def _trained_figures(blob: str | None, tr: Trial, tgt, backend: str, model_name:
     if blob is None:
         return dict(tr.figures)
     figs = figures.measure(base64.b64decode(blob), None, target=tgt, backend=backend,
-                           pack_weights=tr.cand.pack_weights, c_name=c_identifier(model_name))
+                           pack_weights=tr.cand.pack_weights, c_name=c_identifier(model_name),
+                           budgets=budgets, variants=variants)
     return {**figs, "macs": figs["macs"] if figs["macs"] is not None else tr.figures["macs"]}
 
 
@@ -560,6 +616,19 @@ def _prune_dominated(feasible: list[Trial]) -> None:
                 break
 
 
+def _prune_outcompeted(feasible: list[Trial]) -> None:
+    """Shipping one bundle: a candidate compressed harder in some knob (and no gentler in
+    any) than another within the budgets cannot lose less accuracy; it is not trained.
+    (Its smaller figures would only matter to a Pareto set.)"""
+    for b in feasible:
+        if b.status != "pending":
+            continue
+        a = next((a for a in feasible if a is not b and _outcompetes(a.cand, b.cand)), None)
+        if a is not None:
+            b.status = "outcompeted"
+            b.why = f"{a.cand.name} fits the budgets and compresses no harder in any setting"
+
+
 def _rank_key(tr: Trial, result: dict | None = None) -> tuple:
     """Least validation drop first; a stage's failure last; ties: smaller figures, index.
     ``result``: one rung's result (default: the candidate's latest)."""
@@ -585,12 +654,18 @@ def _no_fit_error(trials: list[Trial], budgets: Budgets, drop_budget, *, trained
         need = closest.figures[binding]
         others = [f"{_FIG_NAMES[k][0]} by {v:,} {_FIG_NAMES[k][1]}" for k, v in over.items()
                   if k != binding]
+        lib = closest.figures.get("kernels")
+        tried = (f" with the {lib} kernels and the {closest.figures['memory_plan']} memory plan, "
+                 f"the closest of the C library variants searched ({len(closest.figures['variants'])})"
+                 if lib else "")
         msg = (f"no candidate meets {flag} {limit:,} {unit}: the closest, {closest.cand.name}, "
-               f"needs {need:,} {unit} ({need - limit:,} over, +{100.0 * (need - limit) / limit:.1f}%)"
+               f"needs {need:,} {unit}{tried} ({need - limit:,} over, "
+               f"+{100.0 * (need - limit) / limit:.1f}%)"
                + (f"; it is also over {', '.join(others)}" if others else "")
                + f". {len(trials)} candidates measured before training; nothing was written.")
         hint = (f"Raise {flag} to at least {need:,}, or widen the search space (higher channel "
-                "ratios, packed clustered weights with --backend c) with --search-space.")
+                "ratios, packed clustered weights with --backend c, the reference kernels: "
+                "search.kernels) with --search-space.")
         return BudgetError(msg, hint)
     scored = [tr for tr in trials if tr.last is not None and not tr.last.get("failed")]
     if not scored:
@@ -616,7 +691,11 @@ def _candidate_dict(tr: Trial, base, seed, drop_budget, backend) -> dict:
                            max_drop=drop_budget.max_drop)
     command = "edgeslim build MODEL --data DATA --recipe c%03d.toml" % tr.cand.index
     if backend == "c":
-        command += " --backend c" + (" --pack-weights" if tr.cand.pack_weights else "")
+        lib = _library((best.get("figures_trained") or tr.figures), backend)
+        command += (" --backend c" + (" --pack-weights" if tr.cand.pack_weights else "")
+                    + (f" --kernels {lib['kernels']}" if lib.get("kernels", "optimized") != "optimized" else "")
+                    + (f" --memory-plan {lib['memory_plan']}"
+                       if lib.get("memory_plan", "smallest") != "smallest" else ""))
     return {
         "index": tr.cand.index, "name": tr.cand.name, "knobs": tr.cand.knobs,
         "status": tr.status, "why": tr.why, "figures": tr.figures,
@@ -660,6 +739,7 @@ def _summary(trials, cands, budgets, drop_budget, tgt, backend, seed, space, set
                    "val_metric": w_result["val_metric"], "val_drop": w_result["val_drop"],
                    "figures": w_result.get("figures_trained") or winner.figures,
                    "figures_before_training": winner.figures,
+                   "library": _library(w_result.get("figures_trained") or winner.figures, backend),
                    "tflite_sha256": w_result.get("tflite_sha256"),
                    "recipe": w_recipe.to_toml()},
         "candidates": rows,

@@ -6,7 +6,12 @@ Figures per backend (the same rule before training, on the shipped bundle, and i
 * ``--backend c``: flash = text + rodata + data of the generated C library compiled
   for the target's core with ``-Os`` (``arm-none-eabi-size``; the library has no
   interpreter, so nothing else of edgeslim's is linked); RAM = the static memory
-  plan's arena.
+  plan's arena The library comes in variants with the same outputs bit for
+  bit (codegen.generate): the core's optimized kernels or the reference ones, the
+  smallest memory plan (fused and in-place layers) or layer by layer. Each is compiled;
+  the first in the search's order (fastest first) that meets the budgets is the
+  candidate's, so a model the optimized kernels would not fit in flash still ships,
+  with the kernels that fit.
 * TFLite Micro (microcontroller targets): flash = the ``.tflite`` bytes plus the
   profile's ``runtime_flash``; RAM = the tensor arena measured with the tflite-micro
   interpreter plus the profile's ``arena_margin`` (as ``edgeslim check``).
@@ -91,14 +96,27 @@ def check_budgets_apply(budgets: Budgets, target, backend: str) -> None:
 
 
 def measure(model_bytes: bytes, keras_model, *, target, backend: str, pack_weights: bool,
-            c_name: str = "model", work: Path | None = None) -> dict:
-    """Flash, RAM and MACs of one int8 model as it would ship (see the module docstring)."""
+            c_name: str = "model", work: Path | None = None, budgets: "Budgets | None" = None,
+            variants=(("optimized", "smallest"),)) -> dict:
+    """Flash, RAM and MACs of one int8 model as it would ship (see the module docstring).
+    ``--backend c``: every library variant of ``variants`` ((kernels, memory plan) pairs,
+    fastest first: SearchSpace.library_variants) is compiled; the figures are those of the
+    first that meets ``budgets`` (``kernels``, ``memory_plan`` name it), with every
+    variant's in ``variants`` and the least flash of any in ``flash_min``."""
     figs = {"macs": macs_of(model_bytes, keras_model), "tflite_bytes": len(model_bytes),
             "flash": None, "ram": None}
     if backend == "c":
-        with tempfile.TemporaryDirectory(prefix="es-figs-", dir=work) as tmp:
-            figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile, target=target,
-                                          pack_weights=pack_weights, name=c_name))
+        rows = []
+        for kernels, plan in variants:
+            with tempfile.TemporaryDirectory(prefix="es-figs-", dir=work) as tmp:
+                rows.append({"kernels": kernels, "memory_plan": plan, **c_library_figures(
+                    model_bytes, Path(tmp), core=target.profile, target=target,
+                    pack_weights=pack_weights, name=c_name, kernels=kernels,
+                    layer_by_layer=plan == "layer-by-layer")})
+        figs.update(choose_variant(rows, budgets))
+        figs["variants"] = [{k: r[k] for k in ("kernels", "memory_plan", "flash", "ram")}
+                            for r in rows]
+        figs["flash_min"] = min(r["flash"] for r in rows)
     elif target.is_mcu:
         from edgeslim import micro
         from edgeslim.targets import arena_with_margin
@@ -129,11 +147,28 @@ def macs_of(model_bytes: bytes, keras_model=None) -> int:
         return int(count_macs(keras_model))
 
 
+def choose_variant(rows: list[dict], budgets: "Budgets | None") -> dict:
+    """The first row (a library variant's figures) within ``budgets``; if none is, the one
+    closest to them (least worst relative excess, then the earliest)."""
+    if budgets is None or not budgets.any:
+        return dict(rows[0])
+    fit = [r for r in rows if not budgets.over(r)]
+    if fit:
+        return dict(fit[0])
+
+    def excess(r):
+        return max(v / getattr(budgets, k) for k, v in budgets.over(r).items())
+
+    return dict(min(rows, key=excess))
+
+
 def c_library_figures(model_bytes: bytes, work: Path, *, core: str, pack_weights: bool,
-                      lib_dir: Path | None = None, name: str = "model", target=None) -> dict:
+                      lib_dir: Path | None = None, name: str = "model", target=None,
+                      kernels: str = "optimized", layer_by_layer: bool = False) -> dict:
     """Generate (unless ``lib_dir`` holds it already) and cross-compile the C library.
     ``name``: its C identifier prefix, as the bundle's (it is in the library's strings);
-    ``target``: the profile whose cpu.features choose the kernels, as the bundle's build does."""
+    ``target``: the profile whose cpu.features choose the kernels, as the bundle's build does;
+    ``kernels`` and ``layer_by_layer``: the variant (codegen.generate)."""
     from edgeslim.harness import toolchain
 
     arena = None
@@ -141,7 +176,8 @@ def c_library_figures(model_bytes: bytes, work: Path, *, core: str, pack_weights
         from edgeslim.codegen import generate
 
         lib_dir = work / "c"
-        cg = generate(model_bytes, lib_dir, name=name, pack_weights=pack_weights, target=target or core)
+        cg = generate(model_bytes, lib_dir, name=name, pack_weights=pack_weights, target=target or core,
+                      kernels=kernels, layer_by_layer=layer_by_layer)
         arena = cg.arena_size
     objs = toolchain.cross_compile(sorted(Path(lib_dir).glob("*.c")), work / "obj", core=core,
                                    include_dirs=[lib_dir], opt="-Os")
@@ -166,6 +202,8 @@ def measure_bundle(bundle_dir: Path, *, target, backend: str) -> dict:
             figs.update(c_library_figures(model_bytes, Path(tmp), core=target.profile, target=target,
                                           pack_weights=False, lib_dir=bundle_dir / "c"))
         figs["ram"] = int(report["codegen"]["arena_bytes"])
+        lib = report["codegen"].get("library") or {}
+        figs.update(kernels=lib.get("kernels"), memory_plan=lib.get("memory_plan"))
     elif target.is_mcu:
         from edgeslim import micro
         from edgeslim.targets import arena_with_margin

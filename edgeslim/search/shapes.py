@@ -65,7 +65,10 @@ def propose(kmodel, channels_cfg, space, budgets, measured: dict, *, correction:
 
     fit = None
     if budgets.flash is not None:
-        pts = sorted({(planner.figures({g.id: r for g in groups})["params"], f["flash"])
+        # the least flash of the C library's variants (figures.measure): a vector that fits
+        # with any variant is worth measuring
+        pts = sorted({(planner.figures({g.id: r for g in groups})["params"],
+                       f.get("flash_min", f["flash"]))
                       for r, f in measured.items() if f.get("flash") is not None})
         if len({p for p, _ in pts}) < 2:
             return [], {**info, "why": "fewer than two global ratios measured: no flash estimate"}

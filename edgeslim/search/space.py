@@ -21,7 +21,7 @@ from edgeslim import recipe as recipe_mod
 from edgeslim.errors import RecipeError
 
 SPACE_KEYS = ("ratios", "allocations", "group_ratios", "group_shapes", "sparsities", "clusters",
-              "pack_weights", "distill", "calibrations")
+              "pack_weights", "distill", "calibrations", "kernels", "memory_plans")
 _LIST_KEYS = tuple(k for k in SPACE_KEYS if k != "group_shapes")
 
 
@@ -39,7 +39,11 @@ class SearchSpace:
     ``pack_weights``: 4-bit packed clustered weights in the C library (``--backend c``
     only, with at most 16 clusters); ``distill``: the channel stage's fine-tune
     distilled from the user's model or trained on labels alone; ``calibrations``:
-    ``random`` or ``coreset`` int8 calibration samples.
+    ``random`` or ``coreset`` int8 calibration samples; ``kernels`` (``optimized``,
+    ``reference``) and ``memory_plans`` (``smallest``, ``layer-by-layer``): the C library
+    variants a candidate may ship with (``--backend c``), tried in this order (kernels
+    first) and the first within the budgets taken; none is trained (their outputs are the
+    same bit for bit). ``kernels = ["optimized"]`` keeps the fast kernels at any cost.
     """
 
     ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 0.5625, 0.625, 0.75)
@@ -51,6 +55,8 @@ class SearchSpace:
     pack_weights: tuple[bool, ...] = (False, True)
     distill: tuple[bool, ...] = (True, False)
     calibrations: tuple[str, ...] = ("random", "coreset")
+    kernels: tuple[str, ...] = ("optimized", "reference")
+    memory_plans: tuple[str, ...] = ("smallest", "layer-by-layer")
 
     def __post_init__(self):
         for key in _LIST_KEYS:
@@ -90,6 +96,20 @@ class SearchSpace:
         for key in ("pack_weights", "distill"):
             if not all(isinstance(v, bool) for v in getattr(self, key)):
                 raise RecipeError(f"search.{key} must hold true/false values")
+        from edgeslim.codegen import KERNELS, MEMORY_PLANS
+
+        for key, known in (("kernels", KERNELS), ("memory_plans", MEMORY_PLANS)):
+            for v in getattr(self, key):
+                if v not in known:
+                    raise RecipeError(f"search.{key} holds {v!r}", hint=f"One of {', '.join(known)}.")
+            if len(set(getattr(self, key))) != len(getattr(self, key)):
+                raise RecipeError(f"search.{key} names a value twice: {list(getattr(self, key))}",
+                                  hint="The order is the order of preference; give each once.")
+
+    @property
+    def library_variants(self) -> tuple[tuple[str, str], ...]:
+        """(kernels, memory plan) pairs in the order tried: fastest kernels first."""
+        return tuple(itertools.product(self.kernels, self.memory_plans))
 
     @classmethod
     def from_table(cls, table: dict, *, source: str = "search space") -> "SearchSpace":
@@ -168,6 +188,15 @@ class Candidate:
         if self.groups:
             out["group_ratios"] = {"+".join(p): r for p, r in self.groups}
         return out
+
+    @property
+    def gentleness(self) -> tuple:
+        """Sorts a candidate after every one that costs no more accuracy in any knob
+        (:meth:`costs_no_more_accuracy_than`): mean channel ratio, cluster coarseness,
+        sparsity."""
+        widths = self._widths(1)
+        return (sum(widths) / len(widths), 0 if self.clusters == 0 else 1.0 / self.clusters,
+                self.sparsity)
 
     def _widths(self, n: int) -> tuple:
         """Ratio per layer group (n groups when the ratio is global)."""

@@ -212,3 +212,40 @@ def test_float_io_model_makes_a_web_bundle(models, tmp_path):
         assert (b / f).is_file(), f
     web = json.loads((b / "web.json").read_text())
     assert web["front_end"]["tensor"]["shape"] == [8, 8, 1]
+
+
+@pytest.mark.timeout(600)
+def test_kernels_and_memory_plan_choose_the_c_library_variant(models, tmp_path):
+    """--kernels reference --memory-plan layer-by-layer: the bundle's C library has no DSP
+    kernel and no fused layer, takes less flash than the default one, and still runs bit-exact
+    with TFLite Micro on the emulated Cortex-M4. With --backend tflm both flags are refused."""
+    from edgeslim.harness import toolchain
+
+    model = models / "ds_cnn.tflite"
+    flash = {}
+    for label, extra in (("default", []), ("small", ["--kernels", "reference", "--memory-plan",
+                                                      "layer-by-layer"])):
+        out = tmp_path / label
+        res = run("build", model, "--target", "cortex-m4", "--backend", "c", *extra, "-o", out)
+        assert res.exit_code == 0, res.output
+        b = out / "cortex-m4"
+        cg = json.loads((b / "report.json").read_text())["codegen"]
+        objs = toolchain.cross_compile(sorted((b / "c").glob("*.c")), tmp_path / f"obj-{label}",
+                                       core="cortex-m4", include_dirs=[b / "c"], opt="-Os")
+        flash[label] = (toolchain.section_sizes(objs).flash, cg)
+    (big, cg_default), (small, cg_small) = flash["default"], flash["small"]
+    assert cg_default["library"] == {"kernels": "optimized", "memory_plan": "smallest"}
+    assert "dsp" in cg_default["features"]
+    assert cg_small["library"] == {"kernels": "reference", "memory_plan": "layer-by-layer"}
+    assert cg_small["features"] == [] and cg_small["memory_plan"]["schedule"] == []
+    assert any(o["mode"] == "fused" for o in cg_default["memory_plan"]["schedule"])
+    assert small < big and cg_small["arena_bytes"] > cg_default["arena_bytes"]
+    res = run("emulate", tmp_path / "small" / "cortex-m4", "--bench", "-n", "4")
+    assert res.exit_code == 0, res.output
+    bench = json.loads((tmp_path / "small" / "cortex-m4" / "bench.json").read_text())
+    assert bench["agreement"]["compared"] == bench["agreement"]["bit_exact"] == 4
+
+    res = run("build", model, "--target", "cortex-m4", "--kernels", "reference", "-o", tmp_path / "tflm")
+    assert res.exit_code == 2
+    assert "--kernels reference" in res.output and "--backend c" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "tflm" / "cortex-m4").exists()

@@ -40,9 +40,10 @@ def _search(model, npz, out, **kw):
 
 @pytest.fixture(scope="module")
 def local_search(digits_keras3_path, digits_npz, tmp_path_factory):
-    """The tiny search in-process, on a local Ray that edgeslim starts (2 CPUs) and stops."""
+    """The tiny search in-process, on a local Ray that edgeslim starts (2 CPUs) and stops;
+    with the Pareto set (as `edgeslim search`): every candidate within the budgets trains."""
     out = tmp_path_factory.mktemp("search-local")
-    res, lines = _search(digits_keras3_path, digits_npz, out, num_cpus=2)
+    res, lines = _search(digits_keras3_path, digits_npz, out, num_cpus=2, write_pareto_set=True)
     return res, lines, out
 
 
@@ -221,7 +222,7 @@ def test_killing_one_trial_worker_loses_that_trial_only(digits_keras3_path, digi
     try:
         res = search(str(digits_keras3_path), str(digits_npz), target="cortex-m4", backend="c",
                      budgets=Budgets.parse(max_flash="64k"), max_drop=MAX_DROP, seed=SEED,
-                     out=tmp_path, num_cpus=2, rungs=1, echo=lines.append,
+                     out=tmp_path, num_cpus=2, rungs=1, echo=lines.append, write_pareto_set=True,
                      space=SearchSpace(ratios=(0.25, 0.5, 0.625), sparsities=(0.0,), clusters=(0,),
                                        pack_weights=(False,), distill=(True,),
                                        calibrations=("random",)))
@@ -272,3 +273,84 @@ def test_a_search_never_replaces_a_folder_edgeslim_did_not_write(digits_keras3_p
             assert r.exit_code == 2 and (out / "cortex-m4" / "keep").read_text() == "x", r.output
             (out / "cortex-m4" / "keep").unlink()
             (out / "cortex-m4").rmdir()
+
+
+def test_shipping_one_bundle_trains_only_what_can_win_with_the_library_that_fits(
+        digits_keras3_path, digits_npz, tmp_path):
+    """`edgeslim build` with a budget ships one bundle: channels 0.5 compresses harder than
+    0.25, which fits, so it is neither measured nor trained. The budget (14,450 B) is under
+    channels 0.25 with the Cortex-M4's DSP kernels (15,758 B on this model) and over it with
+    the reference kernels run layer by layer (14,322 B): that variant ships, and the bundle
+    re-measured is it."""
+    from edgeslim.cli import cli
+    from edgeslim.harness import toolchain
+
+    budget = 14450
+    space = _space_file(tmp_path / "space.toml", ratios=(0.0, 0.25, 0.5), sparsities=(0.0,),
+                        clusters=(0,), pack_weights=(False,), distill=(True, False),
+                        calibrations=("random",))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["build", str(digits_keras3_path), "--data", str(digits_npz),
+                                 "--target", "cortex-m4", "--backend", "c", "--max-flash", str(budget),
+                                 "--max-drop", str(MAX_DROP), "--seed", str(SEED), "--search-space",
+                                 space, "--rungs", "1", "--min-epochs", "1", "--num-cpus", "2",
+                                 "-o", str(out)], obj={"debug": False})
+    assert r.exit_code == 0, r.output
+    bundle = out / "cortex-m4"
+    s = json.loads((bundle / "search.json").read_text())
+    by = {c["index"]: c for c in s["candidates"]}
+    half = [c for c in by.values() if c["knobs"]["ratio"] == 0.5]
+    assert len(half) == 2
+    for c in half:  # one per distill setting: each has a gentler twin within the budget
+        assert c["status"] == "outcompeted" and c["figures"] == {} and c["rungs"] == []
+        assert "channels 0.25" in c["why"] and "fits the budgets" in c["why"]
+    quarter = [c for c in by.values() if c["knobs"]["ratio"] == 0.25]
+    assert len(quarter) == 2 and all(c["rungs"] for c in quarter)
+    assert s["trials_run"] == 2
+    # Every variant of the library was compiled; the first within the budget is the one taken.
+    w = s["winner"]
+    variants = w["figures"]["variants"]
+    assert [(v["kernels"], v["memory_plan"]) for v in variants] == [
+        ("optimized", "smallest"), ("optimized", "layer-by-layer"), ("reference", "smallest"),
+        ("reference", "layer-by-layer")]
+    first_fit = next(v for v in variants if v["flash"] <= budget)
+    assert variants[0]["flash"] > budget  # the DSP kernels do not fit
+    assert w["library"] == {"kernels": first_fit["kernels"], "memory_plan": first_fit["memory_plan"]}
+    assert w["library"]["kernels"] == "reference"
+    # The bundle is that variant: its report says so, and its C library compiled here fits.
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["codegen"]["library"] == w["library"]
+    assert report["codegen"]["features"] == []  # no DSP kernel was used
+    objs = toolchain.cross_compile(sorted((bundle / "c").glob("*.c")), tmp_path / "obj",
+                                   core="cortex-m4", include_dirs=[bundle / "c"], opt="-Os")
+    flash = toolchain.section_sizes(objs).flash
+    assert flash == s["verified"]["checks"]["flash"]["measured"] == first_fit["flash"] <= budget
+    assert report["codegen"]["arena_bytes"] == first_fit["ram"]
+    # The command that rebuilds it names the variant.
+    cmd = by[w["index"]]["command"]
+    assert "--kernels reference" in cmd
+    assert ("--memory-plan layer-by-layer" in cmd) == (first_fit["memory_plan"] == "layer-by-layer")
+    assert "C library: reference kernels" in " ".join(r.output.split())
+
+
+def test_kernels_given_restrict_the_search_and_an_impossible_one_names_the_budget(
+        digits_keras3_path, digits_npz, tmp_path):
+    """--kernels optimized with a budget only the reference kernels meet: exit 2, the
+    binding budget named with the optimized library's figure, nothing written."""
+    from edgeslim.cli import cli
+
+    space = _space_file(tmp_path / "space.toml", ratios=(0.25,), sparsities=(0.0,), clusters=(0,),
+                        pack_weights=(False,), distill=(True,), calibrations=("random",))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["build", str(digits_keras3_path), "--data", str(digits_npz),
+                                 "--target", "cortex-m4", "--backend", "c", "--max-flash", "14450",
+                                 "--kernels", "optimized", "--search-space", space, "-o", str(out)],
+                           obj={"debug": False})
+    assert r.exit_code == 2, r.output
+    msg = " ".join(r.output.split())
+    assert "no candidate meets --max-flash 14,450 B of flash" in msg
+    need = int(msg.split("needs ")[1].split(" B")[0].replace(",", ""))
+    assert need > 14450  # the DSP library, the only one allowed
+    assert "with the optimized kernels" in msg
+    assert "(optimized kernels" in msg and "(reference kernels" not in msg  # none compiled
+    assert not out.exists()
