@@ -5,9 +5,11 @@ MACs), and I can lose at most this much accuracy": it
 
 1. enumerates the candidates of a :class:`SearchSpace` (space.py);
 2. measures each candidate's figures before any training (figures.py: MACs, the C
-   library cross-compiled or the TFLite Micro arena, on the slimmed untrained
-   model, whose channel counts are final) and drops those over a budget, and those
-   another candidate beats on every figure at no more accuracy cost;
+   library cross-compiled in each of its variants or the TFLite Micro arena, on the
+   slimmed untrained model, whose channel counts are final) and drops those over a
+   budget, those another candidate beats on every figure at no more accuracy cost,
+   and, shipping one bundle, those compressed harder than one within the budgets
+   (not even measured when found so before);
 3. trains the rest by successive halving on Ray Tune (trials.py): short fine-tunes
    first, ``eta`` times longer for the best ``1/eta`` of each rung;
 4. ships the candidate with the least validation drop meeting every budget, built
