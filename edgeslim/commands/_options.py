@@ -248,6 +248,18 @@ def run_search(model, data, *, target, recipe, flags: dict, search: dict, backen
                       f"{k} {c['measured']:,} <= {c['budget']:,}" if k != "drop" else
                       f"drop {c['measured']:.2f} <= {c['budget']:g}"
                       for k, c in v["checks"].items()))
+    lib = w.get("library") or {}
+    fastest = (w["figures"].get("variants") or [None])[0]
+    if lib and fastest and (lib["kernels"], lib["memory_plan"]) != (fastest["kernels"],
+                                                                     fastest["memory_plan"]):
+        over = [f"{k} {fastest[k]:,} > {s['budgets'][k + '_bytes']:,}" for k in ("flash", "ram")
+                if s["budgets"].get(k + "_bytes") is not None and fastest[k] > s["budgets"][k + "_bytes"]]
+        console.print(f"C library: {lib['kernels']} kernels, {lib['memory_plan']} memory plan, the "
+                      f"fastest that fits: {fastest['kernels']} kernels with the {fastest['memory_plan']} "
+                      f"plan would need {'; '.join(over)}"
+                      + (" (the reference kernels take several times the instructions; "
+                         "--kernels optimized keeps them out)" if lib["kernels"] == "reference" else ""),
+                      markup=False)
     if s.get("ignored"):
         console.print("ignored by the search: " + "; ".join(i["setting"] for i in s["ignored"]),
                       markup=False)  # "[prune] sparsity" is not a rich style

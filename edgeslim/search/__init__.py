@@ -216,15 +216,15 @@ def search(
         _prune_outcompeted(feasible)
     to_train = [tr for tr in feasible if tr.status == "pending"]
     # Every structure once before any structure's variants (distill, calibration, ...), then
-    # largest feasible models first (the most capacity left), then the candidate's index.
+    # largest feasible models first (the most capacity left: the int8 model's bytes, then
+    # MACs; not flash, which also depends on the C library variant), then the index.
     variant: dict[int, int] = {}
     seen_structures: dict[tuple, int] = {}
     for tr in sorted(to_train, key=lambda tr: tr.cand.index):
         variant[tr.cand.index] = seen_structures.get(tr.cand.structure, 0)
         seen_structures[tr.cand.structure] = variant[tr.cand.index] + 1
-    to_train.sort(key=lambda tr: (variant[tr.cand.index], -(tr.figures.get("flash") or 0),
-                                  -(tr.figures.get("ram") or 0), -tr.figures["macs"],
-                                  tr.cand.index))
+    to_train.sort(key=lambda tr: (variant[tr.cand.index], -(tr.figures.get("tflite_bytes") or 0),
+                                  -tr.figures["macs"], tr.cand.index))
     plain = [tr for tr in to_train if tr.cand.is_plain]
     rest = [tr for tr in to_train if not tr.cand.is_plain]
     keep = plain + rest[:max(0, max_trials - len(plain))]

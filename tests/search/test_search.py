@@ -330,7 +330,11 @@ def test_shipping_one_bundle_trains_only_what_can_win_with_the_library_that_fits
     cmd = by[w["index"]]["command"]
     assert "--kernels reference" in cmd
     assert ("--memory-plan layer-by-layer" in cmd) == (first_fit["memory_plan"] == "layer-by-layer")
-    assert "C library: reference kernels" in " ".join(r.output.split())
+    text = " ".join(r.output.split())
+    assert "C library: reference kernels" in text
+    # The summary says why it is not the fast library, with the figure that did not fit.
+    assert (f"the fastest that fits: optimized kernels with the smallest plan would need flash "
+            f"{variants[0]['flash']:,} > {budget:,}") in text
 
 
 def test_kernels_given_restrict_the_search_and_an_impossible_one_names_the_budget(
