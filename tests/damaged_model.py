@@ -10,7 +10,7 @@ import pytest
 SEED = 1234
 
 
-def damaged_model(keras):
+def damaged_model(keras, *, conv3: bool = True):
     """conv1 -> conv2 -> conv3 -> mean -> fc, 12x12x2 in, where conv2 is damaged.
 
     Input channel 7 of conv2 and conv3 is dead (its bias is -100 before the ReLU: always 0 on
@@ -19,6 +19,9 @@ def damaged_model(keras):
     most of its other weights to 0 or +-1 step: the damage. conv3's (16.0) damage it a little
     less, measured against the already noisy input, so the cumulative error keeps growing
     downstream of conv2 while conv2 is the layer that loses the most.
+
+    ``conv3=False``: conv2 is the only damaged layer (conv2's channel 7 stays alive and conv3
+    has no outlier), for tests that keep one layer in float and need the rest clean.
     """
     keras.utils.set_random_seed(SEED)
     inp = keras.layers.Input((12, 12, 2))
@@ -38,8 +41,9 @@ def damaged_model(keras):
         model.get_layer(name).set_weights([w, b])
 
     edit("conv1", dead=True)
-    edit("conv2", outlier=8.0, dead=True)
-    edit("conv3", outlier=16.0)
+    edit("conv2", outlier=8.0, dead=conv3)
+    if conv3:
+        edit("conv3", outlier=16.0)
     return model
 
 

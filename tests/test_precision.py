@@ -14,6 +14,8 @@ from edgeslim import convert, evaluate, targets
 from edgeslim.errors import RecipeError, TargetError
 from edgeslim.tflite_inspect import inspect_tflite
 
+from damaged_model import damaged_model
+
 SEED = 1234
 # Accuracy points a mixed model may lose against the float model on the digits test split
 # (360 samples: one sample is 0.28 points). Plain int8 loses 0 here; 16x8 keeps more bits.
@@ -259,27 +261,6 @@ def test_float_layer_names_exact_then_regex_and_typos_refused():
 # -- float_worst ----------------------------------------------------------------------------
 
 
-def _one_damaged_layer(keras):
-    """conv1 -> conv2 -> conv3 -> mean -> fc, 12x12x2 in, where only conv2 is damaged, as in
-    tests/damaged_model.py: conv1's channel 7 is dead (bias -100 before the ReLU), so conv2's
-    weights on it change nothing in float, but their outlier value (8.0 against weights of
-    about 0.2) sets conv2's per-channel int8 scales and rounds its real weights to a few steps."""
-    keras.utils.set_random_seed(SEED)
-    inp = keras.layers.Input((12, 12, 2))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv3")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    model = keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
-    w, b = model.get_layer("conv1").get_weights()
-    b[7] = -100.0
-    model.get_layer("conv1").set_weights([w, b])
-    w, b = model.get_layer("conv2").get_weights()
-    w[:, :, 7, :] = 8.0
-    model.get_layer("conv2").set_weights([w, b])
-    return model
-
-
 def test_float_worst_keeps_the_layer_that_does_the_damage_in_float():
     """float_worst = 1 keeps conv2, the deliberately damaged layer, and only it, in float,
     and the model's output gets its accuracy back."""
@@ -288,7 +269,7 @@ def test_float_worst_keeps_the_layer_that_does_the_damage_in_float():
     from edgeslim.quant_debug import snr_db
     from edgeslim.recipe import BuildConfig
 
-    model = _one_damaged_layer(keras)
+    model = damaged_model(keras, conv3=False)
     x = np.random.default_rng(SEED).standard_normal((320, 12, 12, 2)).astype(np.float32)
     calib, x_eval = x[:64], x[64:]
     done = precision.convert_model(model, convert.ConvertConfig(float_worst=1), BuildConfig(), calib)
@@ -313,7 +294,7 @@ def test_the_last_dense_kept_float_is_its_own_op_and_all_float_is_refused():
     from edgeslim._tf import keras
     from edgeslim.recipe import BuildConfig
 
-    model = _one_damaged_layer(keras)
+    model = damaged_model(keras, conv3=False)
     calib = np.random.default_rng(SEED).standard_normal((32, 12, 12, 2)).astype(np.float32)
     done = precision.convert_model(model, convert.ConvertConfig(float_layers=("fc",)), BuildConfig(), calib)
     float_ops = [(o.opcode, layer) for o, layer in convert.op_layers(done.tflite)

@@ -124,10 +124,9 @@ def b_conv_2d(rng):
     return keras.Model(x, y)
 
 
-def b_depthwise_conv_2d(rng):
-    if rng.integers(0, 4) == 0:
-        return _dilated(rng, depthwise=True)
-    h, w, c = rng.integers(3, 10), rng.integers(3, 10), rng.integers(1, 6)
+def _depthwise(rng, h, w, c):
+    """DEPTHWISE_CONV_2D on an h x w x c input: kernel, stride, padding, depth multiplier
+    (1-3), activation and bias drawn from ``rng``, in this order."""
     k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
     stride = int(rng.integers(1, 3))
     pad = ["same", "valid"][rng.integers(0, 2)]
@@ -138,22 +137,18 @@ def b_depthwise_conv_2d(rng):
                           depth_multiplier=int(rng.integers(1, 4)), activation=_act(rng),
                           use_bias=bool(rng.integers(0, 2)), name="dw")(x)
     return keras.Model(x, y)
+
+
+def b_depthwise_conv_2d(rng):
+    if rng.integers(0, 4) == 0:
+        return _dilated(rng, depthwise=True)
+    return _depthwise(rng, rng.integers(3, 10), rng.integers(3, 10), rng.integers(1, 6))
 
 
 def b_wide_depthwise(rng):
     """DEPTHWISE_CONV_2D with 6-20 input channels (the optimized kernels' groups of four
     and eight channels, with and without a remainder) and depth multipliers 1-3."""
-    h, w, c = rng.integers(3, 8), rng.integers(3, 8), rng.integers(6, 21)
-    k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
-    stride = int(rng.integers(1, 3))
-    pad = ["same", "valid"][rng.integers(0, 2)]
-    if pad == "valid" and (h < k[0] or w < k[1]):
-        pad = "same"
-    x = L.Input((h, w, c))
-    y = L.DepthwiseConv2D(k, strides=stride, padding=pad,
-                          depth_multiplier=int(rng.integers(1, 4)), activation=_act(rng),
-                          use_bias=bool(rng.integers(0, 2)), name="dw")(x)
-    return keras.Model(x, y)
+    return _depthwise(rng, rng.integers(3, 8), rng.integers(3, 8), rng.integers(6, 21))
 
 
 def b_fully_connected(rng):

@@ -496,6 +496,14 @@ class _Analysis:
             total += n * s.rep
         return total * layout.positions
 
+    def kept_out(self, name: str, counts: dict[int, int], full: int) -> int:
+        """Channels layer ``name``'s output keeps when group ``g`` keeps counts[g]: its own
+        group's count for a producer, else what its output layout keeps (``full`` when no
+        group reaches it)."""
+        if self.role[name] == PRODUCER:
+            return counts.get(self.gid(self.group_of[name]), full)
+        return self.kept_width(self.out[name], counts) if name in self.out else full
+
 
 def channel_groups(model) -> list[ChannelGroup]:
     """The channel groups of a Sequential or functional tf_keras model, prunable or
@@ -579,10 +587,7 @@ def _plan_macs(an: _Analysis, counts: dict[int, int]) -> int:
         in_full = int(layer.input.shape[-1])
         in_kept = an.kept_width(ins[0], counts) if len(ins) == 1 else in_full
         out_full = int(layer.output.shape[-1])
-        if an.role[name] == PRODUCER:
-            out_kept = counts.get(an.gid(an.group_of[name]), out_full)
-        else:
-            out_kept = an.kept_width(an.out[name], counts) if name in an.out else out_full
+        out_kept = an.kept_out(name, counts, out_full)
         for macs, scale in parts:
             if scale == "i":
                 total += macs * in_kept // in_full
@@ -610,10 +615,7 @@ def _plan_params(an: _Analysis, counts: dict[int, int]) -> int:
         in_full = int(layer.input.shape[-1]) if len(ins) == 1 else 1
         in_kept = an.kept_width(ins[0], counts) if len(ins) == 1 else in_full
         out_full = int(layer.output.shape[-1])
-        if an.role[name] == PRODUCER:
-            out_kept = counts.get(an.gid(an.group_of[name]), out_full)
-        else:
-            out_kept = an.kept_width(an.out[name], counts) if name in an.out else out_full
+        out_kept = an.kept_out(name, counts, out_full)
         fi, fo = in_kept / max(in_full, 1), out_kept / max(out_full, 1)
         for k, w in enumerate(weights):
             if isinstance(layer, L.SeparableConv2D):
@@ -678,10 +680,7 @@ class WidthPlanner:
         macs, params = self._fixed_macs, self._fixed_params
         for name, lay_in, in_full, out_full, parts, weights in self._rows:
             in_kept = an.kept_width(lay_in, counts) if lay_in is not None else in_full
-            if an.role[name] == PRODUCER:
-                out_kept = counts.get(an.gid(an.group_of[name]), out_full)
-            else:
-                out_kept = an.kept_width(an.out[name], counts) if name in an.out else out_full
+            out_kept = an.kept_out(name, counts, out_full)
             for m, scale in parts:
                 macs += (m * in_kept // in_full if scale == "i"
                          else m * in_kept * out_kept // (in_full * out_full))
